@@ -1,0 +1,244 @@
+/// @file backend.hpp
+/// @brief The one place that talks to the device: memory, streams, events, copies, kernels.
+///
+/// Backends are per-frame machinery. Nothing here is called per item: the coordinator makes a
+/// fixed handful of backend calls per frame, so the interface is virtual. RAII wrappers below
+/// own every resource a backend hands out.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+namespace framestage {
+
+/// @brief Which implementation a Backend is.
+enum class BackendKind { host, cuda };
+
+/// @brief One contiguous transfer inside a scatter or gather: `bytes` from `src` to `dst`.
+///
+/// Addresses are device addresses (what a kernel dereferences). The same 32-byte layout is read
+/// by the host backend's emulation and by the CUDA kernels; the table itself lives in device
+/// memory (or in mapped pinned memory for the zero-copy scatter), written by the host into the
+/// slot's pinned descriptor block and shipped with the frame's copies.
+struct alignas(16) TransferDescriptor {
+  std::uint64_t src;       ///< source address
+  std::uint64_t dst;       ///< destination address
+  std::uint64_t bytes;     ///< length in bytes
+  std::uint64_t reserved;  ///< zero; pads the descriptor to two 16-byte words
+};
+static_assert(sizeof(TransferDescriptor) == 32, "kernels read descriptors as two 16-byte words");
+
+/// @brief Opaque backend handles (cudaStream_t / cudaEvent_t on the CUDA backend).
+using StreamHandle = void*;
+using EventHandle = void*;
+
+/// @brief Non-owning view of a stream, passed by value (like rmm's cuda_stream_view).
+class StreamView {
+ public:
+  constexpr StreamView() = default;
+  constexpr explicit StreamView(StreamHandle handle) : handle_(handle) {}
+  /// @brief The backend's handle: a cudaStream_t on the CUDA backend.
+  [[nodiscard]] constexpr StreamHandle native() const noexcept { return handle_; }
+  friend constexpr bool operator==(StreamView, StreamView) = default;
+
+ private:
+  StreamHandle handle_ = nullptr;
+};
+
+/// @brief Non-owning view of an event.
+class EventView {
+ public:
+  constexpr EventView() = default;
+  constexpr explicit EventView(EventHandle handle) : handle_(handle) {}
+  [[nodiscard]] constexpr EventHandle native() const noexcept { return handle_; }
+  friend constexpr bool operator==(EventView, EventView) = default;
+
+ private:
+  EventHandle handle_ = nullptr;
+};
+
+/// @brief Device-side work the backend runs in stream order.
+///
+/// **Thread safety:** one thread at a time per Backend unless an implementation says otherwise;
+/// the coordinator calls it only from its owner thread.
+/// **Errors:** every failing call throws Error(cuda) (Error(out_of_memory) for allocations, with
+/// the byte count), naming the call. Release functions never throw.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  Backend() = default;
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+
+  [[nodiscard]] virtual BackendKind kind() const noexcept = 0;
+  /// @brief One line for humans: the device and its mode ("host emulation (no GPU)", ...).
+  [[nodiscard]] virtual std::string describe() const = 0;
+
+  /// @brief Page-locked host memory that the device can read directly (mapped, portable).
+  virtual void* allocate_pinned(std::size_t bytes) = 0;
+  virtual void free_pinned(void* ptr) noexcept = 0;
+  /// @brief The address a kernel uses to read pinned memory in place (zero-copy).
+  [[nodiscard]] virtual void* mapped_device_address(void* pinned_ptr) = 0;
+  virtual void* allocate_device(std::size_t bytes) = 0;
+  virtual void free_device(void* ptr) noexcept = 0;
+
+  virtual StreamHandle create_stream() = 0;
+  virtual void destroy_stream(StreamHandle stream) noexcept = 0;
+  virtual EventHandle create_event() = 0;
+  virtual void destroy_event(EventHandle event) noexcept = 0;
+
+  /// @brief Marks the point in `stream` after everything enqueued on it so far.
+  virtual void record_event(EventHandle event, StreamView stream) = 0;
+  /// @brief Work enqueued on `stream` after this call runs after the event's last record.
+  virtual void stream_wait_event(StreamView stream, EventHandle event) = 0;
+  /// @brief True once everything before the event's last record has run (or if never recorded).
+  [[nodiscard]] virtual bool event_ready(EventHandle event) = 0;
+  /// @brief Blocks until event_ready or the time-out; returns false on time-out.
+  [[nodiscard]] virtual bool wait_event(EventHandle event, std::chrono::milliseconds timeout) = 0;
+  /// @brief Blocks until everything enqueued on `stream` has run.
+  virtual void synchronize(StreamView stream) = 0;
+
+  /// @brief Async copy of `bytes` from `src` to `dst` in stream order. Either side may be pinned
+  /// host or device memory; pinned sources must stay untouched until the copy has run.
+  virtual void copy_async(void* dst, const void* src, std::size_t bytes, StreamView stream) = 0;
+  /// @brief Runs every descriptor of the table at `table` (a device address, `count` entries):
+  /// copies `bytes` from `src + src_bias` to `dst`. Descriptors must not overlap at `dst`.
+  /// `src_bias` turns device-staging addresses into mapped pinned ones for the zero-copy path.
+  virtual void scatter_async(const TransferDescriptor* table, std::size_t count,
+                             std::int64_t src_bias, StreamView stream) = 0;
+  /// @brief Runs every descriptor of the table: copies `bytes` from `src` to `dst`, used to
+  /// collect many device regions into staging for one D2H copy.
+  virtual void gather_async(const TransferDescriptor* table, std::size_t count,
+                            StreamView stream) = 0;
+  /// @brief Synchronous device-to-host read for checks and tests; never on a hot path.
+  virtual void read_device(void* host_dst, const void* device_src, std::size_t bytes) = 0;
+};
+
+/// @brief The best backend this build and machine offer, and why it was chosen.
+struct DefaultBackend {
+  std::unique_ptr<Backend> backend;
+  std::string reason;  ///< e.g. "no CUDA device found: cudaErrorNoDevice"
+};
+
+/// @brief CUDA when this build has it and a device is present, the host backend otherwise.
+[[nodiscard]] DefaultBackend make_default_backend(int device = 0);
+
+/// @brief Owning, move-only stream.
+class Stream {
+ public:
+  Stream() = default;
+  explicit Stream(Backend& backend) : backend_(&backend), handle_(backend.create_stream()) {}
+  Stream(Stream&& other) noexcept
+      : backend_(std::exchange(other.backend_, nullptr)),
+        handle_(std::exchange(other.handle_, nullptr)) {}
+  Stream& operator=(Stream&& other) noexcept {
+    if (this != &other) {
+      reset();
+      backend_ = std::exchange(other.backend_, nullptr);
+      handle_ = std::exchange(other.handle_, nullptr);
+    }
+    return *this;
+  }
+  ~Stream() { reset(); }
+
+  [[nodiscard]] StreamView view() const noexcept { return StreamView{handle_}; }
+
+ private:
+  void reset() noexcept {
+    if (handle_ != nullptr) backend_->destroy_stream(handle_);
+    handle_ = nullptr;
+  }
+  Backend* backend_ = nullptr;
+  StreamHandle handle_ = nullptr;
+};
+
+/// @brief Owning, move-only event.
+class Event {
+ public:
+  Event() = default;
+  explicit Event(Backend& backend) : backend_(&backend), handle_(backend.create_event()) {}
+  Event(Event&& other) noexcept
+      : backend_(std::exchange(other.backend_, nullptr)),
+        handle_(std::exchange(other.handle_, nullptr)) {}
+  Event& operator=(Event&& other) noexcept {
+    if (this != &other) {
+      reset();
+      backend_ = std::exchange(other.backend_, nullptr);
+      handle_ = std::exchange(other.handle_, nullptr);
+    }
+    return *this;
+  }
+  ~Event() { reset(); }
+
+  [[nodiscard]] EventView view() const noexcept { return EventView{handle_}; }
+  [[nodiscard]] EventHandle native() const noexcept { return handle_; }
+
+ private:
+  void reset() noexcept {
+    if (handle_ != nullptr) backend_->destroy_event(handle_);
+    handle_ = nullptr;
+  }
+  Backend* backend_ = nullptr;
+  EventHandle handle_ = nullptr;
+};
+
+/// @brief Where a block of memory lives.
+enum class MemoryKind { pinned, device };
+
+/// @brief Owning, move-only block of pinned host or device memory.
+class MemoryBlock {
+ public:
+  MemoryBlock() = default;
+  /// @throws Error(out_of_memory) naming `bytes` when the backend cannot provide them.
+  MemoryBlock(Backend& backend, MemoryKind kind, std::size_t bytes)
+      : backend_(&backend),
+        kind_(kind),
+        data_(static_cast<std::byte*>(kind == MemoryKind::pinned ? backend.allocate_pinned(bytes)
+                                                                 : backend.allocate_device(bytes))),
+        bytes_(bytes) {}
+  MemoryBlock(MemoryBlock&& other) noexcept
+      : backend_(std::exchange(other.backend_, nullptr)),
+        kind_(other.kind_),
+        data_(std::exchange(other.data_, nullptr)),
+        bytes_(std::exchange(other.bytes_, 0)) {}
+  MemoryBlock& operator=(MemoryBlock&& other) noexcept {
+    if (this != &other) {
+      reset();
+      backend_ = std::exchange(other.backend_, nullptr);
+      kind_ = other.kind_;
+      data_ = std::exchange(other.data_, nullptr);
+      bytes_ = std::exchange(other.bytes_, 0);
+    }
+    return *this;
+  }
+  ~MemoryBlock() { reset(); }
+
+  [[nodiscard]] std::byte* data() const noexcept { return data_; }
+  [[nodiscard]] std::size_t bytes() const noexcept { return bytes_; }
+  [[nodiscard]] MemoryKind kind() const noexcept { return kind_; }
+  [[nodiscard]] bool contains(const void* ptr, std::size_t len) const noexcept {
+    const auto* p = static_cast<const std::byte*>(ptr);
+    return p >= data_ && len <= bytes_ && p <= data_ + (bytes_ - len);
+  }
+
+ private:
+  void reset() noexcept {
+    if (data_ == nullptr) return;
+    if (kind_ == MemoryKind::pinned) {
+      backend_->free_pinned(data_);
+    } else {
+      backend_->free_device(data_);
+    }
+    data_ = nullptr;
+  }
+  Backend* backend_ = nullptr;
+  MemoryKind kind_ = MemoryKind::pinned;
+  std::byte* data_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+}  // namespace framestage

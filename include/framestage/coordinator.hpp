@@ -1,0 +1,177 @@
+/// @file coordinator.hpp
+/// @brief The frame workflow: begin_frame, stage and upload, end_frame.
+#pragma once
+
+#include <framestage/backend.hpp>
+#include <framestage/config.hpp>
+#include <framestage/device_buffer.hpp>
+#include <framestage/stats.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <type_traits>
+
+namespace framestage {
+
+/// @brief Elements allocated in a frame's pinned arena, tagged with the frame they belong to.
+///
+/// Write them on the host, then stage_for_upload() them; after end_frame() their device copy is
+/// at device_ptr(). Valid until the slot is reused, `buffering` frames later.
+template <class T>
+class FrameSpan : public std::span<T> {
+ public:
+  FrameSpan() = default;
+  FrameSpan(std::span<T> elements, std::uint64_t frame) : std::span<T>(elements), frame_(frame) {}
+  /// @brief The frame this span was allocated in (1 for the first frame).
+  [[nodiscard]] std::uint64_t frame() const noexcept { return frame_; }
+
+ private:
+  std::uint64_t frame_ = 0;
+};
+
+/// @brief Handle to a submitted frame: its number, slot, the stream to launch on, and its event.
+///
+/// Everything staged or uploaded in the frame is at its destination once event() completes;
+/// work enqueued on stream() after end_frame() already runs after that.
+class FrameTicket {
+ public:
+  FrameTicket() = default;
+  FrameTicket(Backend* backend, std::uint64_t frame, std::uint32_t slot, StreamView stream,
+              EventView event)
+      : backend_(backend), frame_(frame), slot_(slot), stream_(stream), event_(event) {}
+
+  [[nodiscard]] std::uint64_t frame() const noexcept { return frame_; }
+  [[nodiscard]] std::uint32_t slot() const noexcept { return slot_; }
+  /// @brief The consumer stream: launch the kernels that read this frame's data here.
+  [[nodiscard]] StreamView stream() const noexcept { return stream_; }
+  /// @brief Completes when every destination of the frame holds its bytes. The event is reused
+  /// when the slot is; after that it reports a later frame, whose completion implies this one's.
+  [[nodiscard]] EventView event() const noexcept { return event_; }
+  /// @brief True once the frame's data has arrived. Does not block.
+  [[nodiscard]] bool ready() const;
+  /// @brief Blocks until ready().
+  /// @throws Error(timeout) if it is not ready within `timeout`.
+  void wait(std::chrono::milliseconds timeout = std::chrono::milliseconds{10'000}) const;
+
+ private:
+  Backend* backend_ = nullptr;
+  std::uint64_t frame_ = 0;
+  std::uint32_t slot_ = 0;
+  StreamView stream_;
+  EventView event_;
+};
+
+/// @brief Streams per-frame data from pinned arenas to the device with few transfers.
+///
+/// A frame: begin_frame(); any number of frame_alloc/stage_for_upload/upload calls; end_frame(),
+/// which plans the frame's transfers, enqueues them and returns a FrameTicket. With `buffering`
+/// slots, the host fills frame N+1 while frame N is in flight; begin_frame() blocks only when
+/// the slot it needs is still in use `buffering` frames later.
+///
+/// **Ownership:** the Backend is borrowed and must outlive the Coordinator.
+/// **Thread safety:** frame_alloc, stage_for_upload, upload, upload_slice and device_ptr may be
+/// called from many threads at once inside a frame; they take no lock while the arena has room.
+/// begin_frame, end_frame, set_consumer_stream, synchronize and stats belong to one owner thread,
+/// and every other thread's calls for a frame must happen before that frame's end_frame().
+/// **Ordering:** the consumer stream runs a frame's scatters and direct copies after all work
+/// enqueued on it before end_frame(). Kernels that read a frame's data must be enqueued on the
+/// consumer stream before the next begin_frame(): that call marks where the slot's readers end,
+/// and the slot is not reused until they have run.
+/// **Errors:** misuse throws Error(misuse) and changes nothing. A backend failure throws
+/// Error(cuda) and leaves the coordinator failed: every later call throws Error(failed_state)
+/// with the first error's message. A time-out in begin_frame leaves no frame open; it may be
+/// retried.
+class Coordinator {
+ public:
+  /// @throws Error(bad_config) for an invalid config; Error(out_of_memory) if the arenas do not
+  ///         fit; Error(cuda) if streams or events cannot be made.
+  Coordinator(const Config& config, Backend& backend);
+  /// Waits for every frame in flight, then frees everything; never throws.
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  /// @brief Opens the next frame in the next slot, waiting until that slot is free.
+  /// @throws Error(misuse) if a frame is open; Error(timeout) if the slot stays busy past
+  ///         slot_timeout_ms; Error(out_of_memory) if a grown arena cannot be allocated.
+  void begin_frame();
+
+  /// @brief `count` (> 0) uninitialised elements in this frame's pinned arena.
+  /// @throws Error(misuse) outside a frame; Error(out_of_memory) under OverflowPolicy::fail when
+  ///         the arena is full (earlier allocations stay intact).
+  template <class T>
+  [[nodiscard]] FrameSpan<T> frame_alloc(std::size_t count) {
+    static_assert(std::is_trivially_copyable_v<T>, "frame data is copied by DMA");
+    auto* p = allocate_bytes(count, sizeof(T), alignof(T));
+    return FrameSpan<T>({reinterpret_cast<T*>(p), count}, current_frame());
+  }
+
+  /// @brief Asks for `span` to be copied to the same offset of the slot's device mirror at
+  /// end_frame(). Staging a span twice, or overlapping spans, copies the bytes once.
+  /// @throws Error(misuse) if the span is not from this frame's arena.
+  template <class T>
+  void stage_for_upload(FrameSpan<T> span) {
+    stage_bytes(span.data(), span.size_bytes(), span.frame());
+  }
+
+  /// @brief Device address of a staged span's mirror, for kernels on the ticket's stream.
+  /// @throws Error(misuse) if the span's frame is not the current one or its slot was reused.
+  template <class T>
+  [[nodiscard]] T* device_ptr(FrameSpan<T> span) const {
+    return static_cast<T*>(device_address(span.data(), span.size_bytes(), span.frame()));
+  }
+
+  /// @brief Copies `src` into the arena now and delivers it to `device_dst` with this frame.
+  /// `src` may be reused as soon as this returns. Of overlapping uploads in a frame, the one
+  /// issued last wins, byte for byte (from different threads, "last" is unspecified).
+  /// @throws Error(misuse) outside a frame or for a null destination; Error(out_of_memory)
+  ///         under OverflowPolicy::fail when the arena or descriptor table is full.
+  template <class T>
+  void upload(T* device_dst, std::type_identity_t<std::span<const T>> src) {
+    static_assert(std::is_trivially_copyable_v<T>, "uploads are copied by DMA");
+    upload_bytes(device_dst, src.data(), src.size_bytes());
+  }
+
+  /// @brief A new persistent buffer holding `src`'s elements once this frame completes.
+  template <class T>
+  [[nodiscard]] DeviceBuffer<T> upload_slice(std::span<const T> src) {
+    DeviceBuffer<T> buffer(backend(), src.size());
+    upload<T>(buffer.data(), src);
+    return buffer;
+  }
+
+  /// @brief Plans and enqueues the frame's transfers and closes the frame.
+  /// @throws Error(misuse) without an open frame; Error(out_of_memory) if combining overlapping
+  ///         uploads needs arena space there is none of (the frame stays open); Error(cuda).
+  [[nodiscard]] FrameTicket end_frame();
+
+  /// @brief Blocks until every frame submitted so far has arrived and its readers have run.
+  void synchronize();
+
+  /// @brief Runs frames' scatters and direct copies on `stream` (a null view: the coordinator's
+  /// own stream). Between frames only; the stream must outlive its use.
+  void set_consumer_stream(StreamView stream);
+  [[nodiscard]] StreamView consumer_stream() const noexcept;
+
+  [[nodiscard]] const CoordinatorStats& stats() const noexcept;
+  [[nodiscard]] const Config& config() const noexcept;
+  [[nodiscard]] Backend& backend() const noexcept;
+  /// @brief The open frame, or the last one ended (0 before the first begin_frame).
+  [[nodiscard]] std::uint64_t current_frame() const noexcept;
+  [[nodiscard]] bool frame_open() const noexcept;
+  [[nodiscard]] bool failed() const noexcept;
+
+ private:
+  std::byte* allocate_bytes(std::size_t count, std::size_t element_bytes, std::size_t alignment);
+  void stage_bytes(const void* ptr, std::size_t bytes, std::uint64_t frame);
+  void* device_address(const void* ptr, std::size_t bytes, std::uint64_t frame) const;
+  void upload_bytes(void* device_dst, const void* src, std::size_t bytes);
+
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace framestage

@@ -1,0 +1,142 @@
+/// @file frame_arena.hpp
+/// @brief One slot's staging memory: a pinned host block and its device mirror, bump allocated.
+#pragma once
+
+#include <framestage/backend.hpp>
+#include <framestage/config.hpp>
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace framestage {
+
+/// @brief A pinned block and the device block that mirrors it byte for byte.
+struct ArenaBlock {
+  MemoryBlock host;    ///< pinned, written by the host
+  MemoryBlock device;  ///< same size; offset k here mirrors offset k in `host`
+  std::size_t used = 0;
+};
+
+/// @brief Bump allocator over pinned memory with a device mirror of equal layout.
+///
+/// Allocations are lock-free (one atomic fetch_add) while they fit the main block. One that does
+/// not fit throws under OverflowPolicy::fail, leaving earlier allocations intact, or, under
+/// OverflowPolicy::grow, is served from an overflow block taken under a lock; the next reset()
+/// then replaces the blocks with one main block large enough for that frame. A grown arena
+/// trims back to what recent frames used after `trim_after_frames` frames that did not fill it.
+///
+/// **Ownership:** owns its blocks; pointers it hands out are valid until reset().
+/// **Thread safety:** allocate(), locate() and the const queries may run concurrently from any
+/// number of threads; reset() needs exclusive access (no allocation in flight).
+class FrameArena {
+ public:
+  /// Every allocation starts on a multiple of this, so a single fetch_add keeps alignment.
+  static constexpr std::size_t kGranule = 16;
+  /// Largest alignment honoured: block bases are 256-byte aligned on host and device.
+  static constexpr std::size_t kMaxAlignment = 256;
+  static constexpr std::size_t kMaxOverflowBlocks = 32;
+
+  /// @param name   what the arena holds, for error messages ("arena", "descriptor table")
+  /// @param remedy what a user can change when it overflows, for error messages
+  /// @throws Error(out_of_memory) if the blocks cannot be allocated.
+  FrameArena(Backend& backend, std::size_t capacity_bytes, OverflowPolicy policy, std::string name,
+             std::string remedy);
+  FrameArena(const FrameArena&) = delete;
+  FrameArena& operator=(const FrameArena&) = delete;
+
+  struct Allocation {
+    std::byte* host;    ///< where the host writes
+    std::byte* device;  ///< the same bytes in the device mirror
+  };
+
+  /// @brief Reserves `bytes` (> 0) aligned to `alignment` (a power of two, at most 256).
+  /// @throws Error(out_of_memory) under OverflowPolicy::fail when it does not fit, naming the
+  ///         request, the capacity and the bytes already used; Error(misuse) for bad arguments.
+  [[nodiscard]] Allocation allocate(std::size_t bytes, std::size_t alignment) {
+    if (alignment <= kGranule && bytes - 1 < capacity_) {
+      const std::size_t size = (bytes + kGranule - 1) & ~(kGranule - 1);
+      const std::size_t offset = head_.fetch_add(size, std::memory_order_relaxed);
+      if (offset + size <= capacity_) [[likely]] {
+        return {main_.host.data() + offset, main_.device.data() + offset};
+      }
+      // Give the bytes back if nobody allocated behind us, so a smaller request can still fit.
+      std::size_t expected = offset + size;
+      head_.compare_exchange_strong(expected, offset, std::memory_order_relaxed);
+    }
+    return allocate_slow(bytes, alignment);
+  }
+
+  /// @brief Where an allocated host range lives: block 0 is the main block.
+  struct Location {
+    std::uint32_t block;
+    std::size_t offset;
+  };
+  /// @brief The block holding [ptr, ptr + bytes), if the range lies within this frame's use.
+  [[nodiscard]] std::optional<Location> locate(const void* ptr, std::size_t bytes) const noexcept {
+    const auto* p = static_cast<const std::byte*>(ptr);
+    const std::size_t used = std::min(head_.load(std::memory_order_relaxed), capacity_);
+    if (p >= main_.host.data() && bytes <= used && p <= main_.host.data() + (used - bytes))
+        [[likely]] {
+      return Location{0, static_cast<std::size_t>(p - main_.host.data())};
+    }
+    return locate_overflow(p, bytes);
+  }
+
+  /// @brief Blocks in use this frame: the main block (index 0), then overflow blocks in order.
+  [[nodiscard]] std::size_t block_count() const noexcept {
+    return 1 + overflow_count_.load(std::memory_order_acquire);
+  }
+  /// @brief One block's addresses and use this frame.
+  struct BlockView {
+    std::byte* host;
+    std::byte* device;
+    std::size_t used;
+    std::size_t capacity;
+  };
+  [[nodiscard]] BlockView block(std::size_t index) const;
+
+  /// @brief Bytes handed out this frame over all blocks (granule padding included).
+  [[nodiscard]] std::size_t used_bytes() const;
+  /// @brief Size of the main block (the arena's capacity before any overflow).
+  [[nodiscard]] std::size_t capacity_bytes() const noexcept { return capacity_; }
+  /// @brief Largest used_bytes() any frame reached since construction.
+  [[nodiscard]] std::size_t high_water_bytes() const noexcept;
+  [[nodiscard]] bool overflowed() const noexcept { return block_count() > 1; }
+
+  /// @brief What reset() did to the blocks.
+  enum class Resize { none, grew, trimmed };
+
+  /// @brief Starts a new frame: frees overflow blocks, grows or trims the main block, and makes
+  /// every byte available again. Earlier pointers become invalid.
+  /// @throws Error(out_of_memory) if a new main block cannot be allocated; the old one is kept.
+  Resize reset(std::size_t base_capacity_bytes, std::uint32_t trim_after_frames);
+
+ private:
+  Allocation allocate_slow(std::size_t bytes, std::size_t alignment);
+  [[nodiscard]] std::optional<Location> locate_overflow(const std::byte* p,
+                                                        std::size_t bytes) const noexcept;
+  ArenaBlock make_block(std::size_t bytes);
+
+  Backend* backend_;
+  OverflowPolicy policy_;
+  std::string name_;
+  std::string remedy_;
+  ArenaBlock main_;
+  std::size_t capacity_ = 0;
+  alignas(64) std::atomic<std::size_t> head_{0};
+  // Overflow blocks are published with a release store of the count, so readers that acquire
+  // the count see fully built blocks; the array never moves.
+  mutable std::mutex overflow_mutex_;
+  std::array<ArenaBlock, kMaxOverflowBlocks> overflow_{};
+  std::atomic<std::size_t> overflow_count_{0};
+  std::size_t high_water_ = 0;
+  std::size_t recent_peak_ = 0;
+  std::uint32_t frames_below_capacity_ = 0;
+};
+
+}  // namespace framestage

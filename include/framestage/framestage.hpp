@@ -1,0 +1,14 @@
+/// @file framestage.hpp
+/// @brief Everything a user of framestage includes.
+#pragma once
+
+#include <framestage/backend.hpp>
+#include <framestage/config.hpp>
+#include <framestage/coordinator.hpp>
+#include <framestage/device_buffer.hpp>
+#include <framestage/error.hpp>
+#include <framestage/frame_arena.hpp>
+#include <framestage/host_backend.hpp>
+#include <framestage/scheduler.hpp>
+#include <framestage/stats.hpp>
+#include <framestage/transfer_planner.hpp>

@@ -1,0 +1,72 @@
+/// @file scheduler.hpp
+/// @brief Slot rotation: one stream and its events per slot, plus the consumer stream.
+#pragma once
+
+#include <framestage/backend.hpp>
+#include <framestage/transfer_planner.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+namespace framestage {
+
+/// @brief Enqueues each frame's plan and keeps a slot from being reused while anything that
+/// used it last time may still run.
+///
+/// **Ordering:** a frame's staging copies run on its slot's stream; the consumer stream waits
+/// for them, then runs the frame's direct copies and scatters, so writes to persistent buffers
+/// come after earlier kernels on the consumer stream. The slot's ready event follows them.
+/// retire() marks the consumer stream after the kernels that read the slot, and acquire() waits
+/// for that mark and for the slot's copies before the host touches the slot again.
+/// **Thread safety:** owner thread only.
+class Scheduler {
+ public:
+  /// @throws Error(cuda) if streams or events cannot be created.
+  Scheduler(Backend& backend, std::uint32_t slots, std::chrono::milliseconds slot_timeout);
+  /// Waits for all enqueued work; never throws (a failure is reported once on stderr).
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  [[nodiscard]] std::uint32_t slots() const noexcept {
+    return static_cast<std::uint32_t>(slots_.size());
+  }
+
+  /// @brief Blocks until `slot`'s copies and its retired readers have run.
+  /// @throws Error(timeout) naming the slot and the frame it last held, after `slot_timeout`.
+  void acquire(std::uint32_t slot);
+  /// @brief Records, on the consumer stream, the end of the work that reads `slot`'s frame.
+  void retire(std::uint32_t slot);
+  /// @brief Enqueues `plan` for the frame `frame` held in `slot` (see the class comment).
+  void submit(std::uint32_t slot, std::uint64_t frame, const TransferPlan& plan);
+  /// @brief Blocks until all work enqueued so far, on every stream, has run.
+  /// @throws Error(timeout) after `slot_timeout` per stream.
+  void synchronize();
+
+  [[nodiscard]] StreamView slot_stream(std::uint32_t slot) const;
+  [[nodiscard]] EventView ready_event(std::uint32_t slot) const;
+  [[nodiscard]] StreamView consumer_stream() const noexcept;
+  /// @brief Uses `stream` (the caller's, which must outlive its use) as the consumer stream, or
+  /// the scheduler's own for a null view. Work already on the old stream stays ordered first.
+  void set_consumer_stream(StreamView stream);
+
+ private:
+  struct Slot {
+    Stream stream;
+    Event copies_done;
+    Event ready;
+    Event retired;
+    std::uint64_t frame = 0;  // last frame submitted here; 0 = never used
+  };
+  void wait(EventHandle event, std::uint32_t slot, const char* what);
+
+  Backend* backend_;
+  std::chrono::milliseconds slot_timeout_;
+  std::vector<Slot> slots_;
+  Stream own_consumer_;
+  StreamView consumer_;
+  Event handover_;  // orders a new consumer stream after the old one
+};
+
+}  // namespace framestage

@@ -1,0 +1,76 @@
+#include <framestage/stats.hpp>
+
+#include <nlohmann/json.hpp>
+
+namespace framestage {
+
+namespace {
+
+nlohmann::ordered_json frame_json(const FrameStats& f) {
+  return {
+      {"frame", f.frame},
+      {"slot", f.slot},
+      {"strategy", f.strategy == UploadStrategy::automatic ? "none" : to_string(f.strategy)},
+      {"staged_ranges", f.staged_ranges},
+      {"uploads", f.uploads},
+      {"superseded_uploads", f.superseded_uploads},
+      {"merged_overlaps", f.merged_overlaps},
+      {"mirror_bytes", f.mirror_bytes},
+      {"scattered_bytes", f.scattered_bytes},
+      {"direct_bytes", f.direct_bytes},
+      {"staging_copies", f.staging_copies},
+      {"staging_copy_bytes", f.staging_copy_bytes},
+      {"direct_copies", f.direct_copies},
+      {"scatter_launches", f.scatter_launches},
+      {"arena_used_bytes", f.arena_used_bytes},
+      {"arena_capacity_bytes", f.arena_capacity_bytes},
+      {"arena_overflowed", f.arena_overflowed},
+  };
+}
+
+}  // namespace
+
+void CoordinatorStats::add(const FrameStats& f) {
+  ++frames;
+  uploads += f.uploads;
+  superseded_uploads += f.superseded_uploads;
+  merged_overlaps += f.merged_overlaps;
+  mirror_bytes += f.mirror_bytes;
+  scattered_bytes += f.scattered_bytes;
+  direct_bytes += f.direct_bytes;
+  staging_copies += f.staging_copies;
+  direct_copies += f.direct_copies;
+  scatter_launches += f.scatter_launches;
+  last_frame = f;
+}
+
+std::string CoordinatorStats::to_json() const {
+  nlohmann::ordered_json slot_list = nlohmann::ordered_json::array();
+  for (const Slot& s : slots) {
+    slot_list.push_back({{"arena_capacity_bytes", s.arena_capacity_bytes},
+                         {"arena_high_water_bytes", s.arena_high_water_bytes}});
+  }
+  const nlohmann::ordered_json j = {
+      {"frames", frames},
+      {"uploads", uploads},
+      {"superseded_uploads", superseded_uploads},
+      {"merged_overlaps", merged_overlaps},
+      {"mirror_bytes", mirror_bytes},
+      {"scattered_bytes", scattered_bytes},
+      {"direct_bytes", direct_bytes},
+      {"staging_copies", staging_copies},
+      {"direct_copies", direct_copies},
+      {"scatter_launches", scatter_launches},
+      {"arena_growths", arena_growths},
+      {"arena_trims", arena_trims},
+      {"last_frame", frame_json(last_frame)},
+      {"slots", slot_list},
+  };
+  return j.dump(2);
+}
+
+std::string to_json(const FrameStats& frame) {
+  return frame_json(frame).dump(2);
+}
+
+}  // namespace framestage
