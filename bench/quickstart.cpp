@@ -16,8 +16,9 @@ int main() {
     frames.begin_frame();
     // Written once, straight into pinned memory; mirrored to the device at end_frame().
     auto positions = frames.frame_alloc<float>(4096);
-    for (std::size_t i = 0; i < positions.size(); ++i)
+    for (std::size_t i = 0; i < positions.size(); ++i) {
       positions[i] = float(tick + i);
+    }
     frames.stage_for_upload(positions);
     // Small scattered updates into persistent buffers: coalesced into one copy and a scatter.
     const std::vector<float> kick{1.0f, 2.0f, 3.0f};
