@@ -137,7 +137,11 @@ FrameArena::Resize FrameArena::reset(std::size_t base_capacity_bytes,
     recent_peak_ = 0;
   } else if (capacity_ > base) {
     recent_peak_ = std::max(recent_peak_, peak);
-    if (peak < capacity_ && ++frames_below_capacity_ >= trim_after_frames) {
+    if (peak >= capacity_) {
+      // A frame that fills the arena restarts the count of smaller frames in a row.
+      frames_below_capacity_ = 0;
+      recent_peak_ = 0;
+    } else if (++frames_below_capacity_ >= trim_after_frames) {
       target = std::max(base, capacity_for(recent_peak_));
       if (target < capacity_) resize = Resize::trimmed;
       frames_below_capacity_ = 0;

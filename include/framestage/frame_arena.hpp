@@ -6,6 +6,7 @@
 #include <framestage/config.hpp>
 
 #include <array>
+#include <bit>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -58,7 +59,8 @@ class FrameArena {
   /// @throws Error(out_of_memory) under OverflowPolicy::fail when it does not fit, naming the
   ///         request, the capacity and the bytes already used; Error(misuse) for bad arguments.
   [[nodiscard]] Allocation allocate(std::size_t bytes, std::size_t alignment) {
-    if (alignment <= kGranule && bytes - 1 < capacity_) {
+    // alignof(T) is a constant, so the power-of-two test folds away for frame_alloc<T>.
+    if (std::has_single_bit(alignment) && alignment <= kGranule && bytes - 1 < capacity_) {
       const std::size_t size = (bytes + kGranule - 1) & ~(kGranule - 1);
       const std::size_t offset = head_.fetch_add(size, std::memory_order_relaxed);
       if (offset + size <= capacity_) [[likely]] {
