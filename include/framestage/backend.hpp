@@ -127,15 +127,19 @@ struct DefaultBackend {
 /// @brief CUDA when this build has it and a device is present, the host backend otherwise.
 [[nodiscard]] DefaultBackend make_default_backend(int device = 0);
 
-/// @brief Owning, move-only stream.
-class Stream {
+namespace detail {
+
+/// Owning, move-only handle made by `Create` and released by `Destroy` on its backend.
+template <class View, auto Create, auto Destroy>
+class OwnedHandle {
  public:
-  Stream() = default;
-  explicit Stream(Backend& backend) : backend_(&backend), handle_(backend.create_stream()) {}
-  Stream(Stream&& other) noexcept
+  OwnedHandle() = default;
+  /// @throws Error(cuda) if the backend cannot make one.
+  explicit OwnedHandle(Backend& backend) : backend_(&backend), handle_((backend.*Create)()) {}
+  OwnedHandle(OwnedHandle&& other) noexcept
       : backend_(std::exchange(other.backend_, nullptr)),
         handle_(std::exchange(other.handle_, nullptr)) {}
-  Stream& operator=(Stream&& other) noexcept {
+  OwnedHandle& operator=(OwnedHandle&& other) noexcept {
     if (this != &other) {
       reset();
       backend_ = std::exchange(other.backend_, nullptr);
@@ -143,48 +147,26 @@ class Stream {
     }
     return *this;
   }
-  ~Stream() { reset(); }
+  ~OwnedHandle() { reset(); }
 
-  [[nodiscard]] StreamView view() const noexcept { return StreamView{handle_}; }
-
- private:
-  void reset() noexcept {
-    if (handle_ != nullptr) backend_->destroy_stream(handle_);
-    handle_ = nullptr;
-  }
-  Backend* backend_ = nullptr;
-  StreamHandle handle_ = nullptr;
-};
-
-/// @brief Owning, move-only event.
-class Event {
- public:
-  Event() = default;
-  explicit Event(Backend& backend) : backend_(&backend), handle_(backend.create_event()) {}
-  Event(Event&& other) noexcept
-      : backend_(std::exchange(other.backend_, nullptr)),
-        handle_(std::exchange(other.handle_, nullptr)) {}
-  Event& operator=(Event&& other) noexcept {
-    if (this != &other) {
-      reset();
-      backend_ = std::exchange(other.backend_, nullptr);
-      handle_ = std::exchange(other.handle_, nullptr);
-    }
-    return *this;
-  }
-  ~Event() { reset(); }
-
-  [[nodiscard]] EventView view() const noexcept { return EventView{handle_}; }
-  [[nodiscard]] EventHandle native() const noexcept { return handle_; }
+  [[nodiscard]] View view() const noexcept { return View{handle_}; }
+  [[nodiscard]] void* native() const noexcept { return handle_; }
 
  private:
   void reset() noexcept {
-    if (handle_ != nullptr) backend_->destroy_event(handle_);
+    if (handle_ != nullptr) (backend_->*Destroy)(handle_);
     handle_ = nullptr;
   }
   Backend* backend_ = nullptr;
-  EventHandle handle_ = nullptr;
+  void* handle_ = nullptr;
 };
+
+}  // namespace detail
+
+/// @brief Owning, move-only stream (a cudaStream_t on the CUDA backend).
+using Stream = detail::OwnedHandle<StreamView, &Backend::create_stream, &Backend::destroy_stream>;
+/// @brief Owning, move-only event (a cudaEvent_t on the CUDA backend).
+using Event = detail::OwnedHandle<EventView, &Backend::create_event, &Backend::destroy_event>;
 
 /// @brief Where a block of memory lives.
 enum class MemoryKind { pinned, device };
