@@ -193,7 +193,10 @@ void TransferPlanner::resolve_overlaps(const PlannerInput& input) {
         plan_.superseded_uploads += cluster.size() - 1;
       } else {
         // Apply the cluster's writes in issue order to one host buffer, then send that instead.
+        // Sources are checked first: the buffer's allocation widens what the arena accepts.
         std::sort(cluster.begin(), cluster.end());
+        for (const std::uint32_t k : cluster)
+          (void)locate_payload(*input.arena, list[k]);
         const auto merged = input.arena->allocate(hi - lo, FrameArena::kGranule);
         for (const std::uint32_t k : cluster) {
           const TransferDescriptor& d = list[k];
@@ -227,7 +230,9 @@ void TransferPlanner::add_coalesced_copies(const PlannerInput& input) {
   for (std::size_t i = 1; i < ranges_.size(); ++i) {
     const Range& r = ranges_[i];
     const std::size_t end = current.offset + current.bytes;
-    if (r.block == current.block && r.offset <= end + config_.merge_gap_bytes) {
+    // Written so that a huge merge_gap_bytes (merge everything) cannot overflow.
+    if (r.block == current.block &&
+        (r.offset <= end || r.offset - end <= config_.merge_gap_bytes)) {
       current.bytes = std::max(end, r.offset + r.bytes) - current.offset;
     } else {
       flush(current);
