@@ -6,8 +6,8 @@
 #include <framestage/config.hpp>
 
 #include <array>
-#include <bit>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
