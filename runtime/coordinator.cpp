@@ -193,13 +193,13 @@ void Coordinator::begin_frame() {
   m.phase.store(Phase::in_frame, std::memory_order_release);
 }
 
-std::byte* Coordinator::allocate_bytes(std::size_t count, std::size_t element_bytes,
+std::byte* Coordinator::allocate_bytes(std::size_t count, std::size_t bytes,
                                        std::size_t alignment) {
   Impl& m = *impl_;
   m.expect_in_frame("frame_alloc");
-  FRAMESTAGE_EXPECTS(count > 0 && count <= SIZE_MAX / element_bytes, misuse,
-                     "frame_alloc: count must be > 0 and fit in size_t bytes, got ", count);
-  return m.current().arena->allocate(count * element_bytes, alignment).host;
+  FRAMESTAGE_EXPECTS(bytes > 0, misuse,
+                     "frame_alloc: count must be > 0 and its bytes fit in size_t, got ", count);
+  return m.current().arena->allocate(bytes, alignment).host;
 }
 
 void Coordinator::stage_bytes(const void* ptr, std::size_t bytes, std::uint64_t frame) {

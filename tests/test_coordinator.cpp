@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <thread>
 #include <vector>
@@ -231,6 +232,9 @@ TEST_F(CoordinatorTest, BadArgumentsAreMisuse) {
   c.begin_frame();
   EXPECT_TRUE(throws_error(ErrorCategory::misuse, "count must be > 0",
                            [&] { (void)c.frame_alloc<int>(0); }));
+  EXPECT_TRUE(throws_error(ErrorCategory::misuse, "fit in size_t", [&] {
+    (void)c.frame_alloc<std::uint64_t>(std::numeric_limits<std::size_t>::max() / 4);
+  }));
   const int value = 1;
   EXPECT_TRUE(throws_error(ErrorCategory::misuse, "null destination",
                            [&] { c.upload<int>(nullptr, std::span(&value, 1)); }));

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <span>
 #include <type_traits>
@@ -105,7 +106,10 @@ class Coordinator {
   template <class T>
   [[nodiscard]] FrameSpan<T> frame_alloc(std::size_t count) {
     static_assert(std::is_trivially_copyable_v<T>, "frame data is copied by DMA");
-    auto* p = allocate_bytes(count, sizeof(T), alignof(T));
+    // sizeof(T) is a constant here, so the overflow check costs no division.
+    auto* p = allocate_bytes(
+        count, count <= std::numeric_limits<std::size_t>::max() / sizeof(T) ? count * sizeof(T) : 0,
+        alignof(T));
     return FrameSpan<T>({reinterpret_cast<T*>(p), count}, current_frame());
   }
 
@@ -165,7 +169,8 @@ class Coordinator {
   [[nodiscard]] bool failed() const noexcept;
 
  private:
-  std::byte* allocate_bytes(std::size_t count, std::size_t element_bytes, std::size_t alignment);
+  /// `bytes` is 0 when count * sizeof(T) overflows.
+  std::byte* allocate_bytes(std::size_t count, std::size_t bytes, std::size_t alignment);
   void stage_bytes(const void* ptr, std::size_t bytes, std::uint64_t frame);
   void* device_address(const void* ptr, std::size_t bytes, std::uint64_t frame) const;
   void upload_bytes(void* device_dst, const void* src, std::size_t bytes);
