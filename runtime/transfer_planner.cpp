@@ -51,19 +51,33 @@ struct PayloadLocation {
   const std::byte* host;
 };
 
-// Where the payload that a descriptor reads from the device mirror lives in the pinned arena.
-PayloadLocation locate_payload(const FrameArena& arena, const TransferDescriptor& d) {
-  for (std::size_t b = 0; b < arena.block_count(); ++b) {
-    const auto view = arena.block(b);
-    const auto base = address(view.device);
-    if (d.src >= base && d.bytes <= view.used && d.src - base <= view.used - d.bytes) {
-      const std::size_t offset = d.src - base;
-      return {static_cast<std::uint32_t>(b), offset, view.host + offset};
-    }
+// The arena's blocks, read once per pass: block() costs an atomic load (and a lock for overflow
+// blocks), too much to pay for every descriptor.
+class ArenaBlocks {
+ public:
+  explicit ArenaBlocks(const FrameArena& arena) : count_(arena.block_count()) {
+    for (std::size_t b = 0; b < count_; ++b)
+      views_[b] = arena.block(b);
   }
-  FRAMESTAGE_FAIL(misuse, "upload descriptor reads ", d.bytes, " bytes at device address 0x",
-                  std::hex, d.src, std::dec, ", which is not in this frame's arena");
-}
+
+  // Where the payload that a descriptor reads from the device mirror lives in the pinned arena.
+  [[nodiscard]] PayloadLocation locate(const TransferDescriptor& d) const {
+    for (std::size_t b = 0; b < count_; ++b) {
+      const auto& view = views_[b];
+      const auto base = address(view.device);
+      if (d.src >= base && d.bytes <= view.used && d.src - base <= view.used - d.bytes) {
+        const std::size_t offset = d.src - base;
+        return {static_cast<std::uint32_t>(b), offset, view.host + offset};
+      }
+    }
+    FRAMESTAGE_FAIL(misuse, "upload descriptor reads ", d.bytes, " bytes at device address 0x",
+                    std::hex, d.src, std::dec, ", which is not in this frame's arena");
+  }
+
+ private:
+  std::array<FrameArena::BlockView, FrameArena::kMaxOverflowBlocks + 1> views_{};
+  std::size_t count_;
+};
 
 }  // namespace
 
@@ -99,12 +113,13 @@ const TransferPlan& TransferPlanner::plan(const PlannerInput& input) {
   std::array<std::size_t, FrameArena::kMaxOverflowBlocks + 1> kept{};
   std::size_t small_count = 0;
   const std::size_t first_payload_range = ranges_.size();
+  const ArenaBlocks arena_blocks(*input.arena);  // after resolve_overlaps, which may allocate
   for (std::size_t t = 0; t < list.tables(); ++t) {
     auto table = list.table(t);
     std::size_t w = 0;
     for (const TransferDescriptor& d : table) {
       if (dropped(d)) continue;
-      const PayloadLocation where = locate_payload(*input.arena, d);
+      const PayloadLocation where = arena_blocks.locate(d);
       if (all_direct || d.bytes >= config_.direct_copy_threshold_bytes) {
         plan_.direct_copies.push_back({reinterpret_cast<void*>(d.dst), where.host, d.bytes});
         plan_.direct_bytes += d.bytes;
@@ -195,12 +210,13 @@ void TransferPlanner::resolve_overlaps(const PlannerInput& input) {
         // Apply the cluster's writes in issue order to one host buffer, then send that instead.
         // Sources are checked first: the buffer's allocation widens what the arena accepts.
         std::sort(cluster.begin(), cluster.end());
+        const ArenaBlocks blocks(*input.arena);
         for (const std::uint32_t k : cluster)
-          (void)locate_payload(*input.arena, list[k]);
+          (void)blocks.locate(list[k]);
         const auto merged = input.arena->allocate(hi - lo, FrameArena::kGranule);
         for (const std::uint32_t k : cluster) {
           const TransferDescriptor& d = list[k];
-          std::memcpy(merged.host + (d.dst - lo), locate_payload(*input.arena, d).host, d.bytes);
+          std::memcpy(merged.host + (d.dst - lo), blocks.locate(d).host, d.bytes);
         }
         last = {address(merged.device), lo, hi - lo, 0};
         plan_.merged_overlaps += cluster.size() - 1;
