@@ -1,12 +1,26 @@
 #include <framestage/backend.hpp>
 #include <framestage/host_backend.hpp>
 
+#if FRAMESTAGE_HAS_CUDA
+#include <framestage/cuda_backend.hpp>
+#endif
+
 namespace framestage {
 
-DefaultBackend make_default_backend(int /*device*/) {
-  // The CUDA backend is not part of this build yet; the host backend runs everywhere.
+DefaultBackend make_default_backend(int device) {
+#if FRAMESTAGE_HAS_CUDA
+  if (auto why = CudaBackend::unavailable_reason(device)) {
+    return {std::make_unique<HostBackend>(), *why + "; using host emulation"};
+  }
+  auto cuda = std::make_unique<CudaBackend>(device);
+  std::string reason = cuda->describe();
+  return {std::move(cuda), std::move(reason)};
+#else
+  (void)device;
   return {std::make_unique<HostBackend>(),
-          "the CUDA backend is not built into this version of framestage; using host emulation"};
+          "this build of framestage has no CUDA backend (no nvcc at configure time); using host "
+          "emulation"};
+#endif
 }
 
 }  // namespace framestage

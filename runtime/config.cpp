@@ -53,11 +53,13 @@ struct Field {
 constexpr std::array kFields{
     Field{"buffering", &Config::buffering, 1, Config::kMaxBuffering, kBufferingWords},
     Field{"arena_bytes", &Config::arena_bytes, 4096, std::uint64_t{1} << 40},
+    Field{"upload_arena_bytes", &Config::upload_arena_bytes, 4096, std::uint64_t{1} << 36},
     Field{"max_uploads_per_frame", &Config::max_uploads_per_frame, 1, std::uint64_t{1} << 26},
     Field{"device", &Config::device},
     Field{"direct_copy_threshold_bytes", &Config::direct_copy_threshold_bytes, 1},
     Field{"zero_copy_max_bytes", &Config::zero_copy_max_bytes},
     Field{"merge_gap_bytes", &Config::merge_gap_bytes},
+    Field{"pipeline_chunk_bytes", &Config::pipeline_chunk_bytes, 4096},
     Field{"strategy", &Config::strategy, 0, kStrategyWords.size() - 1, kStrategyWords},
     Field{"overflow", &Config::overflow, 0, kOverflowWords.size() - 1, kOverflowWords},
     Field{"trim_after_frames", &Config::trim_after_frames, 1},

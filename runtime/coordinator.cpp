@@ -3,7 +3,11 @@
 #include <framestage/frame_arena.hpp>
 #include <framestage/scheduler.hpp>
 #include <framestage/transfer_planner.hpp>
+#include <framestage/upload_arena.hpp>
 
+#include "nvtx_range.hpp"
+
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -17,12 +21,87 @@ namespace {
 
 enum class Phase : int { between_frames, in_frame, failed };
 
-// Staged ranges of one frame: lock-free appends into fixed storage, and a locked list beyond.
+// The run a thread is extending, valid while `epoch` is its frame's (see StagedRanges).
+struct StagedRun {
+  std::uint64_t epoch = 0;
+  StagedRange* range = nullptr;
+  std::size_t* calls = nullptr;
+};
+thread_local StagedRun this_thread_run;
+
+// Staged ranges of one frame. Each thread extends a run of its own while it stages spans that
+// follow each other in the arena (what a thread allocating and staging item by item does), with
+// no atomic operation; a span elsewhere flushes the run into the shared list, which appends
+// lock-free into fixed storage and under a lock beyond it.
 class StagedRanges {
  public:
   explicit StagedRanges(std::size_t capacity) : fixed_(capacity) {}
 
   void push(const StagedRange& range) {
+    StagedRun& local = this_thread_run;
+    if (local.epoch == epoch_) [[likely]] {
+      StagedRange& run = *local.range;
+      ++*local.calls;
+      const std::size_t end = run.offset + run.bytes;
+      // Allocation padding (under one granule) between spans is copied along with them.
+      if (run.block == range.block && range.offset >= end &&
+          range.offset - end < FrameArena::kGranule) [[likely]] {
+        run.bytes = range.offset + range.bytes - run.offset;
+        return;
+      }
+      push_shared(run);
+      run = range;
+      return;
+    }
+    const std::size_t i = run_count_.fetch_add(1, std::memory_order_relaxed);
+    if (i < runs_.size()) {
+      runs_[i] = Run{range, 1};
+      local = StagedRun{epoch_, &runs_[i].range, &runs_[i].calls};
+      return;
+    }
+    unrun_calls_.fetch_add(1, std::memory_order_relaxed);
+    push_shared(range);
+  }
+
+  // Owner thread, after every push of the frame (the other threads' calls happen before it).
+  // Changes nothing, so a frame whose end_frame failed can stage more and end again.
+  std::span<const StagedRange> all() {
+    const std::size_t runs = std::min(run_count_.load(std::memory_order_relaxed), runs_.size());
+    const std::size_t n = std::min(count_.load(std::memory_order_relaxed), fixed_.size());
+    if (runs == 0 && extra_.empty()) return {fixed_.data(), n};
+    combined_.assign(fixed_.begin(), fixed_.begin() + static_cast<std::ptrdiff_t>(n));
+    combined_.insert(combined_.end(), extra_.begin(), extra_.end());
+    for (std::size_t i = 0; i < runs; ++i)
+      combined_.push_back(runs_[i].range);
+    return combined_;
+  }
+
+  // stage_for_upload calls this frame; owner thread, before all().
+  [[nodiscard]] std::size_t calls() const {
+    std::size_t n = unrun_calls_.load(std::memory_order_relaxed);
+    const std::size_t runs = std::min(run_count_.load(std::memory_order_relaxed), runs_.size());
+    for (std::size_t i = 0; i < runs; ++i)
+      n += runs_[i].calls;
+    return n;
+  }
+
+  void clear() {
+    count_.store(0, std::memory_order_relaxed);
+    run_count_.store(0, std::memory_order_relaxed);
+    unrun_calls_.store(0, std::memory_order_relaxed);
+    extra_.clear();
+    // A fresh epoch invalidates every thread's run of earlier frames, of any coordinator.
+    epoch_ = next_epoch_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+ private:
+  struct Run {
+    StagedRange range;
+    std::size_t calls;
+  };
+  static constexpr std::size_t kMaxRuns = 256;  // threads with a run of their own per frame
+
+  void push_shared(const StagedRange& range) {
     const std::size_t i = count_.fetch_add(1, std::memory_order_relaxed);
     if (i < fixed_.size()) [[likely]] {
       fixed_[i] = range;
@@ -32,35 +111,29 @@ class StagedRanges {
     extra_.push_back(range);
   }
 
-  // Owner thread, after every push of the frame.
-  std::span<const StagedRange> all() {
-    const std::size_t n = std::min(count_.load(std::memory_order_relaxed), fixed_.size());
-    if (extra_.empty()) return {fixed_.data(), n};
-    extra_.insert(extra_.begin(), fixed_.begin(), fixed_.begin() + static_cast<std::ptrdiff_t>(n));
-    return extra_;
-  }
-
-  void clear() {
-    count_.store(0, std::memory_order_relaxed);
-    extra_.clear();
-  }
-
- private:
+  static inline std::atomic<std::uint64_t> next_epoch_{1};
+  std::uint64_t epoch_ = next_epoch_.fetch_add(1, std::memory_order_relaxed);
+  std::array<Run, kMaxRuns> runs_{};
+  std::atomic<std::size_t> run_count_{0};
+  std::atomic<std::size_t> unrun_calls_{0};
   std::vector<StagedRange> fixed_;
   std::atomic<std::size_t> count_{0};
   std::mutex mutex_;
   std::vector<StagedRange> extra_;
+  std::vector<StagedRange> combined_;  // all()'s result when runs or extra_ are in use
 };
 
 struct SlotArenas {
   std::unique_ptr<FrameArena> arena;
-  std::unique_ptr<FrameArena> descriptors;
+  std::unique_ptr<UploadArena> uploads;
   std::uint64_t frame = 0;  // the frame this slot holds; 0 = none yet
 };
 
 std::uint64_t address(const void* p) {
   return reinterpret_cast<std::uint64_t>(p);
 }
+
+using detail::NvtxRange;
 
 }  // namespace
 
@@ -92,11 +165,8 @@ struct Coordinator::Impl {
     for (auto& s : out) {
       s.arena = std::make_unique<FrameArena>(b, cfg.arena_bytes, cfg.overflow, "arena",
                                              "raise arena_bytes, or set overflow to \"grow\"");
-      s.descriptors = std::make_unique<FrameArena>(
-          b, cfg.max_uploads_per_frame * sizeof(TransferDescriptor), cfg.overflow,
-          "upload descriptor table",
-          "more than max_uploads_per_frame (" + std::to_string(cfg.max_uploads_per_frame) +
-              ") uploads this frame; raise it, or set overflow to \"grow\"");
+      s.uploads = std::make_unique<UploadArena>(b, cfg.upload_arena_bytes,
+                                                cfg.max_uploads_per_frame, cfg.overflow);
     }
     return out;
   }
@@ -150,6 +220,7 @@ struct Coordinator::Impl {
   TransferPlanner planner;
   Scheduler scheduler;
   std::atomic<Phase> phase{Phase::between_frames};
+  std::atomic<bool> large_uploads{false};  // an upload this frame reached the direct threshold
   mutable std::mutex failure_mutex;
   std::string failure;
   std::uint64_t frame = 0;
@@ -165,6 +236,7 @@ Coordinator::Coordinator(const Config& config, Backend& backend)
 Coordinator::~Coordinator() = default;
 
 void Coordinator::begin_frame() {
+  const NvtxRange range("framestage::begin_frame");
   Impl& m = *impl_;
   m.expect_not_failed();
   FRAMESTAGE_EXPECTS(m.phase.load(std::memory_order_relaxed) == Phase::between_frames, misuse,
@@ -180,12 +252,13 @@ void Coordinator::begin_frame() {
     }
     m.scheduler.acquire(slot);
     const auto resize = s.arena->reset(m.config.arena_bytes, m.config.trim_after_frames);
-    s.descriptors->reset(m.config.max_uploads_per_frame * sizeof(TransferDescriptor),
-                         m.config.trim_after_frames);
+    s.uploads->reset(m.config.upload_arena_bytes, m.config.max_uploads_per_frame,
+                     m.config.trim_after_frames);
     m.stats.arena_growths += resize == FrameArena::Resize::grew;
     m.stats.arena_trims += resize == FrameArena::Resize::trimmed;
   });
   m.staged.clear();
+  m.large_uploads.store(false, std::memory_order_relaxed);
   m.frame = next;
   m.slot = slot;
   s.frame = next;
@@ -235,13 +308,34 @@ void Coordinator::upload_bytes(void* device_dst, const void* src, std::size_t by
                      " bytes");
   if (bytes == 0) return;
   FRAMESTAGE_EXPECTS(src != nullptr, misuse, "upload: null source for ", bytes, " bytes");
-  SlotArenas& s = m.current();
-  // Payload first: if the descriptor table is full, no half-written descriptor is left behind.
-  const auto payload = s.arena->allocate(bytes, FrameArena::kGranule);
-  std::memcpy(payload.host, src, bytes);
-  const auto entry = s.descriptors->allocate(sizeof(TransferDescriptor), FrameArena::kGranule);
-  *reinterpret_cast<TransferDescriptor*>(entry.host) =
-      TransferDescriptor{address(payload.device), address(device_dst), bytes, 0};
+  UploadArena& uploads = *m.current().uploads;
+  if (bytes >= m.config.direct_copy_threshold_bytes)
+    m.large_uploads.store(true, std::memory_order_relaxed);
+  // Descriptors hold 32-bit lengths: larger uploads travel as consecutive pieces.
+  auto* dst = static_cast<std::byte*>(device_dst);
+  const auto* from = static_cast<const std::byte*>(src);
+  while (bytes > 0) {
+    const std::size_t piece = std::min(bytes, UploadArena::kMaxReservationBytes);
+    std::memcpy(uploads.reserve(address(dst), piece), from, piece);
+    dst += piece;
+    from += piece;
+    bytes -= piece;
+  }
+}
+
+std::byte* Coordinator::reserve_upload_bytes(void* device_dst, std::size_t count,
+                                             std::size_t bytes) {
+  Impl& m = *impl_;
+  m.expect_in_frame("reserve_upload");
+  FRAMESTAGE_EXPECTS(device_dst != nullptr, misuse, "reserve_upload: null destination for ", count,
+                     " elements");
+  FRAMESTAGE_EXPECTS(bytes > 0 && bytes <= UploadArena::kMaxReservationBytes, misuse,
+                     "reserve_upload: count must be > 0 and its bytes at most ",
+                     UploadArena::kMaxReservationBytes, ", got ", count, " elements of ",
+                     count == 0 ? 0 : bytes / count, " bytes");
+  if (bytes >= m.config.direct_copy_threshold_bytes)
+    m.large_uploads.store(true, std::memory_order_relaxed);
+  return m.current().uploads->reserve(address(device_dst), bytes);
 }
 
 FrameTicket Coordinator::end_frame() {
@@ -250,9 +344,23 @@ FrameTicket Coordinator::end_frame() {
   FRAMESTAGE_EXPECTS(m.phase.load(std::memory_order_relaxed) == Phase::in_frame, misuse,
                      "end_frame without begin_frame (last frame ", m.frame, " already ended)");
   SlotArenas& s = m.current();
+  std::size_t staged_calls = 0;
   const TransferPlan& plan = m.guarded([&]() -> const TransferPlan& {
-    const TransferPlan& p =
-        m.planner.plan({s.arena.get(), s.descriptors.get(), m.staged.all(), m.backend});
+    const NvtxRange range("framestage::end_frame");
+    staged_calls = m.staged.calls();
+    const PlannerInput input{s.arena.get(), s.uploads.get(), m.staged.all(),
+                             m.large_uploads.load(std::memory_order_relaxed)};
+    // Where it can, the payload is on the wire while the descriptors are still being checked.
+    if (const TransferPlan* early = m.planner.plan_early(input)) {
+      m.scheduler.submit_copies(m.slot, m.frame, *early);
+      const NvtxRange planning("framestage::plan");
+      m.scheduler.submit_consumers(m.slot, m.planner.finish_early(input));
+      return *early;
+    }
+    const TransferPlan& p = [&]() -> const TransferPlan& {
+      const NvtxRange planning("framestage::plan");
+      return m.planner.plan(input);
+    }();
     m.scheduler.submit(m.slot, m.frame, p);
     return p;
   });
@@ -261,7 +369,7 @@ FrameTicket Coordinator::end_frame() {
   f.frame = m.frame;
   f.slot = m.slot;
   f.strategy = plan.strategy;
-  f.staged_ranges = plan.staged_ranges;
+  f.staged_ranges = staged_calls;
   f.uploads = plan.uploads;
   f.superseded_uploads = plan.superseded_uploads;
   f.merged_overlaps = plan.merged_overlaps;
@@ -285,6 +393,7 @@ FrameTicket Coordinator::end_frame() {
 }
 
 void Coordinator::synchronize() {
+  const NvtxRange range("framestage::synchronize");
   Impl& m = *impl_;
   m.expect_not_failed();
   m.guarded([&] { m.scheduler.synchronize(); });

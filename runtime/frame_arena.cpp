@@ -12,11 +12,6 @@ constexpr std::size_t align_up(std::size_t value, std::size_t alignment) {
   return (value + alignment - 1) & ~(alignment - 1);
 }
 
-// Capacity for a frame that needed `peak` bytes: a quarter of headroom, whole 64 KiB pages.
-constexpr std::size_t capacity_for(std::size_t peak) {
-  return align_up(peak + peak / 4, std::size_t{64} << 10);
-}
-
 }  // namespace
 
 FrameArena::FrameArena(Backend& backend, std::size_t capacity_bytes, OverflowPolicy policy,
@@ -119,35 +114,15 @@ std::size_t FrameArena::used_bytes() const {
 }
 
 std::size_t FrameArena::high_water_bytes() const noexcept {
-  return std::max(high_water_, used_bytes());
+  return std::max(growth_.high_water(), used_bytes());
 }
 
 FrameArena::Resize FrameArena::reset(std::size_t base_capacity_bytes,
                                      std::uint32_t trim_after_frames) {
-  const std::size_t peak = used_bytes();
-  high_water_ = std::max(high_water_, peak);
-  const std::size_t base = align_up(base_capacity_bytes, kGranule);
-
-  std::size_t target = capacity_;
-  Resize resize = Resize::none;
-  if (overflowed()) {
-    target = std::max(base, capacity_for(peak));
-    resize = Resize::grew;
-    frames_below_capacity_ = 0;
-    recent_peak_ = 0;
-  } else if (capacity_ > base) {
-    recent_peak_ = std::max(recent_peak_, peak);
-    if (peak >= capacity_) {
-      // A frame that fills the arena restarts the count of smaller frames in a row.
-      frames_below_capacity_ = 0;
-      recent_peak_ = 0;
-    } else if (++frames_below_capacity_ >= trim_after_frames) {
-      target = std::max(base, capacity_for(recent_peak_));
-      if (target < capacity_) resize = Resize::trimmed;
-      frames_below_capacity_ = 0;
-      recent_peak_ = 0;
-    }
-  }
+  // Whole 64 KiB pages, so small changes in use do not reallocate.
+  const auto [target, resize] =
+      growth_.next(capacity_, align_up(base_capacity_bytes, kGranule), used_bytes(), overflowed(),
+                   trim_after_frames, std::size_t{64} << 10);
 
   if (resize != Resize::none) {
     ArenaBlock replacement = make_block(target);  // may throw; the old blocks stay valid

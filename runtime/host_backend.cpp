@@ -231,25 +231,46 @@ void HostBackend::copy_async(void* dst, const void* src, std::size_t bytes, Stre
                                                     }});
 }
 
+void HostBackend::copy_batch_async(std::span<const CopyOp> copies, StreamView stream) {
+  for (const CopyOp& c : copies)
+    copy_async(c.dst, c.src, c.bytes, stream);
+}
+
+namespace {
+
+// One loop for both directions, as the kernels have: only which side is staging differs.
+template <bool kToTargets>
+void run_descriptors(const TransferDescriptor* table, std::size_t count, std::byte* staging) {
+  for (std::size_t i = 0; i < count; ++i) {
+    const TransferDescriptor& d = table[i];
+    std::byte* staged = staging + std::size_t{d.staging_granule} * kStagingGranule;
+    auto* target = reinterpret_cast<std::byte*>(d.target);
+    if constexpr (kToTargets) {
+      std::memcpy(target, staged, d.bytes);
+    } else {
+      std::memcpy(staged, target, d.bytes);
+    }
+  }
+}
+
+}  // namespace
+
 void HostBackend::scatter_async(const TransferDescriptor* table, std::size_t count,
-                                std::int64_t src_bias, StreamView stream) {
+                                const std::byte* staging, StreamView stream) {
   std::lock_guard lock(state_->mutex);
   // The table is read when the work runs, as a kernel reads it after the copy that delivered it.
   state_->enqueue(state_->stream(stream),
-                  Operation{Operation::Kind::work, [table, count, src_bias] {
-                              for (std::size_t i = 0; i < count; ++i) {
-                                const auto& d = table[i];
-                                std::memcpy(reinterpret_cast<void*>(d.dst),
-                                            reinterpret_cast<const void*>(
-                                                d.src + static_cast<std::uint64_t>(src_bias)),
-                                            d.bytes);
-                              }
+                  Operation{Operation::Kind::work, [table, count, staging] {
+                              run_descriptors<true>(table, count, const_cast<std::byte*>(staging));
                             }});
 }
 
 void HostBackend::gather_async(const TransferDescriptor* table, std::size_t count,
-                               StreamView stream) {
-  scatter_async(table, count, 0, stream);
+                               std::byte* staging, StreamView stream) {
+  std::lock_guard lock(state_->mutex);
+  state_->enqueue(state_->stream(stream), Operation{Operation::Kind::work, [table, count, staging] {
+                                                      run_descriptors<false>(table, count, staging);
+                                                    }});
 }
 
 void HostBackend::read_device(void* host_dst, const void* device_src, std::size_t bytes) {

@@ -10,7 +10,13 @@ Scheduler::Scheduler(Backend& backend, std::uint32_t slots, std::chrono::millise
   FRAMESTAGE_EXPECTS(slots >= 1, misuse, "scheduler: slots must be >= 1, got ", slots);
   slots_.reserve(slots);
   for (std::uint32_t i = 0; i < slots; ++i) {
-    slots_.push_back(Slot{Stream(backend), Event(backend), Event(backend), Event(backend), 0});
+    Slot& s = slots_.emplace_back();
+    s.stream = Stream(backend);
+    s.copies_done = Event(backend);
+    s.ready = Event(backend);
+    s.retired = Event(backend);
+    for (Event& e : s.chunk_landed)
+      e = Event(backend);
   }
   own_consumer_ = Stream(backend);
   consumer_ = own_consumer_.view();
@@ -44,19 +50,64 @@ void Scheduler::retire(std::uint32_t slot) {
 }
 
 void Scheduler::submit(std::uint32_t slot, std::uint64_t frame, const TransferPlan& plan) {
+  submit_copies(slot, frame, plan);
+  submit_consumers(slot, plan);
+}
+
+void Scheduler::submit_copies(std::uint32_t slot, std::uint64_t frame, const TransferPlan& plan) {
   Slot& s = slots_.at(slot);
   s.frame = frame;
+  s.chunks = 0;
+  s.copies_submitted = 0;
+  enqueue_copies(s, plan);
+}
+
+void Scheduler::enqueue_copies(Slot& s, const TransferPlan& plan) {
   const StreamView stream = s.stream.view();
-  for (const CopyOp& c : plan.staging_copies)
-    backend_->copy_async(c.dst, c.src, c.bytes, stream);
-  backend_->record_event(s.copies_done.native(), stream);
-  backend_->stream_wait_event(consumer_, s.copies_done.native());
-  for (const CopyOp& c : plan.direct_copies) {
-    backend_->copy_async(c.dst, c.src, c.bytes, consumer_);
-  }
+  const auto& copies = plan.staging_copies;
+  // A chunk event after the copies each scatter reads, so that scatter can run while later
+  // chunks are still on the wire; scatters past the slot's events wait for all copies.
   for (const ScatterOp& op : plan.scatters) {
-    backend_->scatter_async(op.table, op.count, op.src_bias, consumer_);
+    if (op.after_copies <= s.copies_submitted || s.chunks == s.chunk_landed.size()) continue;
+    for (; s.copies_submitted < op.after_copies; ++s.copies_submitted) {
+      const CopyOp& c = copies[s.copies_submitted];
+      backend_->copy_async(c.dst, c.src, c.bytes, stream);
+    }
+    backend_->record_event(s.chunk_landed[s.chunks].native(), stream);
+    s.chunk_end[s.chunks++] = op.after_copies;
   }
+  for (; s.copies_submitted < copies.size(); ++s.copies_submitted) {
+    const CopyOp& c = copies[s.copies_submitted];
+    backend_->copy_async(c.dst, c.src, c.bytes, stream);
+  }
+  backend_->record_event(s.copies_done.native(), stream);
+}
+
+void Scheduler::submit_consumers(std::uint32_t slot, const TransferPlan& plan) {
+  Slot& s = slots_.at(slot);
+  // Copies the plan gained since submit_copies (a corrected descriptor table) go first.
+  if (s.copies_submitted < plan.staging_copies.size()) enqueue_copies(s, plan);
+  std::size_t chunk = 0;
+  std::size_t awaited = 0;
+  for (const ScatterOp& op : plan.scatters) {
+    if (op.after_copies > awaited) {
+      while (chunk < s.chunks && s.chunk_end[chunk] < op.after_copies)
+        ++chunk;
+      if (chunk < s.chunks && s.chunk_end[chunk] == op.after_copies) {
+        backend_->stream_wait_event(consumer_, s.chunk_landed[chunk].native());
+      } else {
+        backend_->stream_wait_event(consumer_, s.copies_done.native());
+      }
+      awaited = op.after_copies;
+    }
+    backend_->scatter_async(op.table, op.count, op.staging, consumer_);
+  }
+  backend_->stream_wait_event(consumer_, s.copies_done.native());
+  // A frame that writes nothing on the consumer stream (mirror copies only) is complete when its
+  // copies are: its ticket takes that event and skips a hop across streams.
+  s.writes_on_consumer = !plan.scatters.empty() || !plan.direct_copies.empty();
+  if (!s.writes_on_consumer) return;
+  backend_->copy_batch_async(plan.direct_copies, consumer_);
   backend_->record_event(s.ready.native(), consumer_);
 }
 
@@ -75,7 +126,8 @@ StreamView Scheduler::slot_stream(std::uint32_t slot) const {
 }
 
 EventView Scheduler::ready_event(std::uint32_t slot) const {
-  return slots_.at(slot).ready.view();
+  const Slot& s = slots_.at(slot);
+  return s.writes_on_consumer ? s.ready.view() : s.copies_done.view();
 }
 
 StreamView Scheduler::consumer_stream() const noexcept {

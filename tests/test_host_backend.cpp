@@ -319,15 +319,15 @@ TEST_F(DeferredBackend, ScatterReadsItsTableWhenItRuns) {
   const auto staging = make_block(backend, MemoryKind::device, pattern(12));
   auto dst = make_block(backend, MemoryKind::device, Bytes(kBytes, 0));
   const std::array<TransferDescriptor, 2> enqueued{{
-      {address(staging.data()), address(dst.data()), 8, 0},
-      {address(staging.data() + 8), address(dst.data() + 8), 8, 0},
+      {address(dst.data()), 0, 8},
+      {address(dst.data() + 8), 1, 8},
   }};
   auto table = make_table(backend, enqueued);
-  backend.scatter_async(table_of(table), enqueued.size(), 0, stream.view());
+  backend.scatter_async(table_of(table), enqueued.size(), staging.data(), stream.view());
 
   const std::array<TransferDescriptor, 2> rewritten{{
-      {address(staging.data() + 16), address(dst.data() + 40), 16, 0},
-      {address(staging.data()), address(dst.data() + 4), 3, 0},
+      {address(dst.data() + 40), 1, 16},
+      {address(dst.data() + 4), 0, 3},
   }};
   std::memcpy(table.data(), rewritten.data(), sizeof rewritten);
   EXPECT_EQ(contents(dst), Bytes(kBytes, 0));
@@ -340,26 +340,26 @@ TEST_F(DeferredBackend, ScatterReadsItsTableWhenItRuns) {
   EXPECT_EQ(contents(dst), expected);
 }
 
-// The zero-copy path: sources are staging addresses, the bias moves them into the pinned arena.
-TEST_P(HostBackendModes, ScatterAddsSrcBiasToEverySource) {
+// Staging positions count 16-byte granules from the staging base the launch names, which is how
+// the zero-copy path points the same table at the pinned block instead of device staging.
+TEST_P(HostBackendModes, ScatterReadsGranulesFromTheStagingItIsGiven) {
   const auto pinned = make_block(backend, MemoryKind::pinned, pattern(13));
   const auto staging = make_block(backend, MemoryKind::device, pattern(14));  // must not be read
   auto dst = make_block(backend, MemoryKind::device, Bytes(kBytes, 0));
   const std::array<TransferDescriptor, 3> descriptors{{
-      {address(staging.data() + 32), address(dst.data()), 16, 0},
-      {address(staging.data()), address(dst.data() + 16), 5, 0},
-      {address(staging.data() + 60), address(dst.data() + 48), 4, 0},
+      {address(dst.data()), 2, 16},
+      {address(dst.data() + 16), 0, 5},
+      {address(dst.data() + 48), 3, 4},
   }};
   const auto table = make_table(backend, descriptors);
-  const auto bias = static_cast<std::int64_t>(address(pinned.data()) - address(staging.data()));
-  backend.scatter_async(table_of(table), descriptors.size(), bias, stream.view());
+  backend.scatter_async(table_of(table), descriptors.size(), pinned.data(), stream.view());
   backend.synchronize(stream.view());
 
   const Bytes from = pattern(13);
   Bytes expected(kBytes, 0);
   std::copy_n(from.begin() + 32, 16, expected.begin());
   std::copy_n(from.begin(), 5, expected.begin() + 16);
-  std::copy_n(from.begin() + 60, 4, expected.begin() + 48);
+  std::copy_n(from.begin() + 48, 4, expected.begin() + 48);
   EXPECT_EQ(contents(dst), expected);
 }
 
@@ -368,19 +368,33 @@ TEST_P(HostBackendModes, GatherCollectsDeviceRegionsIntoStaging) {
   const auto region_b = make_block(backend, MemoryKind::device, pattern(16));
   auto staging = make_block(backend, MemoryKind::device, Bytes(kBytes, 0));
   const std::array<TransferDescriptor, 2> descriptors{{
-      {address(region_b.data() + 7), address(staging.data()), 20, 0},
-      {address(region_a.data() + 1), address(staging.data() + 20), 30, 0},
+      {address(region_b.data() + 7), 0, 20},
+      {address(region_a.data() + 1), 2, 30},
   }};
   const auto table = make_table(backend, descriptors);
-  backend.gather_async(table_of(table), descriptors.size(), stream.view());
+  backend.gather_async(table_of(table), descriptors.size(), staging.data(), stream.view());
   backend.synchronize(stream.view());
 
   const Bytes a = pattern(15);
   const Bytes b = pattern(16);
   Bytes expected(kBytes, 0);
   std::copy_n(b.begin() + 7, 20, expected.begin());
-  std::copy_n(a.begin() + 1, 30, expected.begin() + 20);
+  std::copy_n(a.begin() + 1, 30, expected.begin() + 32);
   EXPECT_EQ(contents(staging), expected);
+}
+
+TEST_P(HostBackendModes, CopyBatchRunsEveryCopy) {
+  const auto from = make_block(backend, MemoryKind::pinned, pattern(17));
+  auto dst = make_block(backend, MemoryKind::device, Bytes(kBytes, 0));
+  const std::array<CopyOp, 2> copies{
+      {{dst.data() + 50, from.data(), 10}, {dst.data(), from.data() + 20, 7}}};
+  backend.copy_batch_async(copies, stream.view());
+  backend.synchronize(stream.view());
+  const Bytes p = pattern(17);
+  Bytes expected(kBytes, 0);
+  std::copy_n(p.begin(), 10, expected.begin() + 50);
+  std::copy_n(p.begin() + 20, 7, expected.begin());
+  EXPECT_EQ(contents(dst), expected);
 }
 
 // ---------------------------------------------------------------------------------------------

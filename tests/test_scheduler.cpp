@@ -32,18 +32,19 @@ TEST_F(SchedulerTest, FreshSlotsAreFree) {
 
 // The scatter reads a descriptor table that a staging copy delivers: it must run after it.
 TEST_F(SchedulerTest, ScattersRunAfterTheStagingCopiesThatFeedThem) {
-  std::vector<std::uint32_t> host_payload{11, 22, 33};
-  auto* staging = static_cast<std::uint32_t*>(backend.allocate_device(3 * sizeof(std::uint32_t)));
+  // Staging granule 0 holds 11, granule 1 holds 22 and 33.
+  std::vector<std::uint32_t> host_payload{11, 0, 0, 0, 22, 33, 0, 0};
+  auto* staging = static_cast<std::byte*>(backend.allocate_device(32));
   auto* dst = static_cast<std::uint32_t*>(backend.allocate_device(3 * sizeof(std::uint32_t)));
   std::memset(dst, 0, 3 * sizeof(std::uint32_t));
-  auto* table_device = static_cast<TransferDescriptor*>(backend.allocate_device(64));
+  auto* table_device = static_cast<TransferDescriptor*>(backend.allocate_device(32));
   const TransferDescriptor table_host[] = {
-      {reinterpret_cast<std::uint64_t>(staging), reinterpret_cast<std::uint64_t>(dst + 2), 4, 0},
-      {reinterpret_cast<std::uint64_t>(staging + 1), reinterpret_cast<std::uint64_t>(dst), 8, 0},
+      {reinterpret_cast<std::uint64_t>(dst + 2), 0, 4},
+      {reinterpret_cast<std::uint64_t>(dst), 1, 8},
   };
   TransferPlan plan;
-  plan.staging_copies = {{staging, host_payload.data(), 12}, {table_device, table_host, 64}};
-  plan.scatters = {{table_device, 2, 0}};
+  plan.staging_copies = {{staging, host_payload.data(), 32}, {table_device, table_host, 32}};
+  plan.scatters = {{table_device, 2, staging, 2}};
   scheduler.submit(1, 7, plan);
   EXPECT_TRUE(backend.wait_event(scheduler.ready_event(1).native(), 50ms));
   EXPECT_EQ(dst[0], 22u);

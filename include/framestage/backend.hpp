@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -18,19 +19,29 @@ namespace framestage {
 /// @brief Which implementation a Backend is.
 enum class BackendKind { host, cuda };
 
-/// @brief One contiguous transfer inside a scatter or gather: `bytes` from `src` to `dst`.
+/// @brief One item of a scatter or gather: `bytes` between a staging buffer and a device address.
 ///
-/// Addresses are device addresses (what a kernel dereferences). The same 32-byte layout is read
-/// by the host backend's emulation and by the CUDA kernels; the table itself lives in device
-/// memory (or in mapped pinned memory for the zero-copy scatter), written by the host into the
-/// slot's pinned descriptor block and shipped with the frame's copies.
+/// A scatter copies `bytes` from `staging + 16 * staging_granule` to `target`; a gather copies
+/// them from `target` to that staging position. Staging positions are 16-byte aligned, so the
+/// kernels can use 16-byte accesses on that side whatever `target`'s alignment. Tables live in
+/// device memory, or in mapped pinned memory for the zero-copy scatter, and are written by the
+/// host next to the payloads they describe, so one copy ships both.
 struct alignas(16) TransferDescriptor {
-  std::uint64_t src;       ///< source address
-  std::uint64_t dst;       ///< destination address
-  std::uint64_t bytes;     ///< length in bytes
-  std::uint64_t reserved;  ///< zero; pads the descriptor to two 16-byte words
+  std::uint64_t target;           ///< device address written by a scatter, read by a gather
+  std::uint32_t staging_granule;  ///< offset into the staging buffer, in 16-byte units
+  std::uint32_t bytes;            ///< length in bytes
 };
-static_assert(sizeof(TransferDescriptor) == 32, "kernels read descriptors as two 16-byte words");
+static_assert(sizeof(TransferDescriptor) == 16, "kernels read a descriptor as one 16-byte word");
+
+/// @brief Staging positions in a TransferDescriptor are counted in these many bytes.
+inline constexpr std::size_t kStagingGranule = 16;
+
+/// @brief One async copy of `bytes` from `src` to `dst` (pinned host or device memory).
+struct CopyOp {
+  void* dst;
+  const void* src;
+  std::size_t bytes;
+};
 
 /// @brief Opaque backend handles (cudaStream_t / cudaEvent_t on the CUDA backend).
 using StreamHandle = void*;
@@ -105,16 +116,20 @@ class Backend {
   /// @brief Async copy of `bytes` from `src` to `dst` in stream order. Either side may be pinned
   /// host or device memory; pinned sources must stay untouched until the copy has run.
   virtual void copy_async(void* dst, const void* src, std::size_t bytes, StreamView stream) = 0;
-  /// @brief Runs every descriptor of the table at `table` (a device address, `count` entries):
-  /// copies `bytes` from `src + src_bias` to `dst`. Descriptors must not overlap at `dst`.
-  /// `src_bias` turns device-staging addresses into mapped pinned ones for the zero-copy path.
+  /// @brief Every copy of `copies` in one call, in stream order as a whole (cudaMemcpyBatchAsync
+  /// on CUDA). The copies may run in any order among themselves, so they must not overlap.
+  virtual void copy_batch_async(std::span<const CopyOp> copies, StreamView stream) = 0;
+  /// @brief Runs every descriptor of the `count`-entry table at `table`: copies `bytes` from
+  /// `staging + 16 * staging_granule` to `target`. `table` and `staging` are addresses a kernel
+  /// can read: device memory, or mapped pinned memory (zero-copy). Targets must not overlap.
   virtual void scatter_async(const TransferDescriptor* table, std::size_t count,
-                             std::int64_t src_bias, StreamView stream) = 0;
-  /// @brief Runs every descriptor of the table: copies `bytes` from `src` to `dst`, used to
-  /// collect many device regions into staging for one D2H copy.
-  virtual void gather_async(const TransferDescriptor* table, std::size_t count,
+                             const std::byte* staging, StreamView stream) = 0;
+  /// @brief Runs every descriptor of the table the other way: copies `bytes` from `target` to
+  /// `staging + 16 * staging_granule`, to collect many device regions for one D2H copy.
+  virtual void gather_async(const TransferDescriptor* table, std::size_t count, std::byte* staging,
                             StreamView stream) = 0;
-  /// @brief Synchronous device-to-host read for checks and tests; never on a hot path.
+  /// @brief Synchronous device-to-host read for checks and tests; never on a hot path. It does
+  /// not wait for work on the backend's streams: wait for the frame (or stream) first.
   virtual void read_device(void* host_dst, const void* device_src, std::size_t bytes) = 0;
 };
 

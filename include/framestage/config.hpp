@@ -36,6 +36,9 @@ struct Config {
   std::uint32_t buffering = 3;
   /// Pinned arena per slot for frame_alloc and upload payloads, in bytes (mirrored on device).
   std::size_t arena_bytes = std::size_t{64} << 20;
+  /// Pinned bytes per slot for the payloads of upload() and reserve_upload() (mirrored in device
+  /// staging). At most 64 GiB: payload positions are 32-bit counts of 16-byte granules.
+  std::size_t upload_arena_bytes = std::size_t{32} << 20;
   /// Upload descriptors (one per upload() call) a slot's table holds per frame.
   std::size_t max_uploads_per_frame = std::size_t{1} << 17;
   /// CUDA device ordinal (ignored by the host backend).
@@ -46,6 +49,9 @@ struct Config {
   std::size_t zero_copy_max_bytes = std::size_t{64} << 10;
   /// Staged ranges closer than this are copied as one range, gap included.
   std::size_t merge_gap_bytes = std::size_t{64} << 10;
+  /// Copy-and-scatter frames are copied in chunks of about this many payload bytes, and each
+  /// chunk's scatter runs while the next chunk is on the wire (up to kMaxPipelineChunks chunks).
+  std::size_t pipeline_chunk_bytes = std::size_t{2} << 20;
   /// How small uploads travel; `automatic` lets the planner choose.
   UploadStrategy strategy = UploadStrategy::automatic;
   /// What an allocation that does not fit does.
@@ -57,11 +63,12 @@ struct Config {
   std::uint32_t slot_timeout_ms = 10'000;
 
   static constexpr std::uint32_t kMaxBuffering = 8;
+  static constexpr std::uint32_t kMaxPipelineChunks = 8;
 
-  /// @brief Checks every member: buffering 1..8, arena_bytes 4 KiB..1 TiB,
-  /// max_uploads_per_frame 1..2^26, device >= 0, direct_copy_threshold_bytes,
-  /// trim_after_frames and slot_timeout_ms >= 1; zero_copy_max_bytes and merge_gap_bytes take
-  /// any value (0 turns zero-copy, or merging across gaps, off).
+  /// @brief Checks every member: buffering 1..8, arena_bytes 4 KiB..1 TiB, upload_arena_bytes
+  /// 4 KiB..64 GiB, max_uploads_per_frame 1..2^26, pipeline_chunk_bytes >= 4 KiB, device >= 0,
+  /// direct_copy_threshold_bytes, trim_after_frames and slot_timeout_ms >= 1; zero_copy_max_bytes
+  /// and merge_gap_bytes take any value (0 turns zero-copy, or merging across gaps, off).
   /// @throws Error(bad_config) naming the first invalid member and its allowed values.
   void validate() const;
 

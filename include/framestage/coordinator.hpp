@@ -139,6 +139,23 @@ class Coordinator {
     upload_bytes(device_dst, src.data(), src.size_bytes());
   }
 
+  /// @brief Pinned space for `count` (> 0) elements that the caller fills before end_frame(),
+  /// which delivers them to `device_dst`: the data is written once, straight into the frame's
+  /// upload arena, with no copy on the host. It behaves as upload() otherwise (issue order is
+  /// the order of reserve_upload calls).
+  /// @throws Error(misuse) outside a frame, for a null destination or more than 2 GiB;
+  ///         Error(out_of_memory) under OverflowPolicy::fail when the upload arena or its
+  ///         descriptor table is full.
+  template <class T>
+  [[nodiscard]] FrameSpan<T> reserve_upload(T* device_dst, std::size_t count) {
+    static_assert(std::is_trivially_copyable_v<T>, "uploads are copied by DMA");
+    static_assert(alignof(T) <= kStagingGranule, "upload payloads are 16-byte aligned");
+    auto* p = reserve_upload_bytes(
+        device_dst, count,
+        count <= std::numeric_limits<std::size_t>::max() / sizeof(T) ? count * sizeof(T) : 0);
+    return FrameSpan<T>({reinterpret_cast<T*>(p), count}, current_frame());
+  }
+
   /// @brief A new persistent buffer holding `src`'s elements once this frame completes.
   template <class T>
   [[nodiscard]] DeviceBuffer<T> upload_slice(std::span<const T> src) {
@@ -174,6 +191,7 @@ class Coordinator {
   void stage_bytes(const void* ptr, std::size_t bytes, std::uint64_t frame);
   void* device_address(const void* ptr, std::size_t bytes, std::uint64_t frame) const;
   void upload_bytes(void* device_dst, const void* src, std::size_t bytes);
+  std::byte* reserve_upload_bytes(void* device_dst, std::size_t count, std::size_t bytes);
 
   struct Impl;
   std::unique_ptr<Impl> impl_;

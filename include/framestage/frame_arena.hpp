@@ -4,6 +4,7 @@
 
 #include <framestage/backend.hpp>
 #include <framestage/config.hpp>
+#include <framestage/detail/capacity_tracker.hpp>
 
 #include <array>
 #include <atomic>
@@ -111,7 +112,7 @@ class FrameArena {
   [[nodiscard]] bool overflowed() const noexcept { return block_count() > 1; }
 
   /// @brief What reset() did to the blocks.
-  enum class Resize { none, grew, trimmed };
+  using Resize = ArenaResize;
 
   /// @brief Starts a new frame: frees overflow blocks, grows or trims the main block, and makes
   /// every byte available again. Earlier pointers become invalid.
@@ -136,9 +137,7 @@ class FrameArena {
   mutable std::mutex overflow_mutex_;
   std::array<ArenaBlock, kMaxOverflowBlocks> overflow_{};
   std::atomic<std::size_t> overflow_count_{0};
-  std::size_t high_water_ = 0;
-  std::size_t recent_peak_ = 0;
-  std::uint32_t frames_below_capacity_ = 0;
+  detail::CapacityTracker growth_;
 };
 
 }  // namespace framestage

@@ -57,9 +57,12 @@ class HostBackend final : public Backend {
   void synchronize(StreamView stream) override;
 
   void copy_async(void* dst, const void* src, std::size_t bytes, StreamView stream) override;
-  void scatter_async(const TransferDescriptor* table, std::size_t count, std::int64_t src_bias,
+  /// Runs the copies one after another, in order.
+  void copy_batch_async(std::span<const CopyOp> copies, StreamView stream) override;
+  void scatter_async(const TransferDescriptor* table, std::size_t count, const std::byte* staging,
                      StreamView stream) override;
-  void gather_async(const TransferDescriptor* table, std::size_t count, StreamView stream) override;
+  void gather_async(const TransferDescriptor* table, std::size_t count, std::byte* staging,
+                    StreamView stream) override;
   void read_device(void* host_dst, const void* device_src, std::size_t bytes) override;
 
   /// @brief Enqueues a host function as if it were a kernel launched on `stream`.

@@ -5,6 +5,7 @@
 #include <framestage/backend.hpp>
 #include <framestage/transfer_planner.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <vector>
@@ -14,9 +15,10 @@ namespace framestage {
 /// @brief Enqueues each frame's plan and keeps a slot from being reused while anything that
 /// used it last time may still run.
 ///
-/// **Ordering:** a frame's staging copies run on its slot's stream; the consumer stream waits
-/// for them, then runs the frame's direct copies and scatters, so writes to persistent buffers
-/// come after earlier kernels on the consumer stream. The slot's ready event follows them.
+/// **Ordering:** a frame's staging copies run on its slot's stream. Each scatter runs on the
+/// consumer stream once the copies it reads have landed (chunk by chunk), the direct copies once
+/// all of them have, so writes to persistent buffers come after earlier kernels on the consumer
+/// stream. The slot's ready event follows them.
 /// retire() marks the consumer stream after the kernels that read the slot, and acquire() waits
 /// for that mark and for the slot's copies before the host touches the slot again.
 /// **Thread safety:** owner thread only.
@@ -38,13 +40,23 @@ class Scheduler {
   void acquire(std::uint32_t slot);
   /// @brief Records, on the consumer stream, the end of the work that reads `slot`'s frame.
   void retire(std::uint32_t slot);
-  /// @brief Enqueues `plan` for the frame `frame` held in `slot` (see the class comment).
+  /// @brief Enqueues `plan` for the frame `frame` held in `slot` (see the class comment):
+  /// submit_copies() then submit_consumers().
   void submit(std::uint32_t slot, std::uint64_t frame, const TransferPlan& plan);
+  /// @brief Enqueues the plan's staging copies on the slot's stream, so they are on the wire
+  /// while the host finishes planning.
+  void submit_copies(std::uint32_t slot, std::uint64_t frame, const TransferPlan& plan);
+  /// @brief Enqueues what the plan writes to user destinations on the consumer stream: staging
+  /// copies added to the plan since submit_copies() first, then each scatter after the copies
+  /// it reads, then the direct copies, then the slot's ready event.
+  void submit_consumers(std::uint32_t slot, const TransferPlan& plan);
   /// @brief Blocks until all work enqueued so far, on every stream, has run.
   /// @throws Error(timeout) after `slot_timeout` per stream.
   void synchronize();
 
   [[nodiscard]] StreamView slot_stream(std::uint32_t slot) const;
+  /// @brief Completes when the slot's last frame has reached every destination: the ready
+  /// event on the consumer stream, or the copies' event for a frame of mirror copies only.
   [[nodiscard]] EventView ready_event(std::uint32_t slot) const;
   [[nodiscard]] StreamView consumer_stream() const noexcept;
   /// @brief Uses `stream` (the caller's, which must outlive its use) as the consumer stream, or
@@ -57,9 +69,15 @@ class Scheduler {
     Event copies_done;
     Event ready;
     Event retired;
-    std::uint64_t frame = 0;  // last frame submitted here; 0 = never used
+    std::array<Event, Config::kMaxPipelineChunks> chunk_landed{};     // one per pipelined chunk
+    std::array<std::size_t, Config::kMaxPipelineChunks> chunk_end{};  // copies before each
+    std::size_t chunks = 0;            // chunk events recorded for the frame
+    std::size_t copies_submitted = 0;  // staging copies of the frame enqueued so far
+    bool writes_on_consumer = true;    // the frame scatters or copies on the consumer stream
+    std::uint64_t frame = 0;           // last frame submitted here; 0 = never used
   };
   void wait(EventHandle event, std::uint32_t slot, const char* what);
+  void enqueue_copies(Slot& s, const TransferPlan& plan);
 
   Backend* backend_;
   std::chrono::milliseconds slot_timeout_;

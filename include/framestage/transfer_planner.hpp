@@ -8,7 +8,9 @@
 #include <framestage/backend.hpp>
 #include <framestage/config.hpp>
 #include <framestage/frame_arena.hpp>
+#include <framestage/upload_arena.hpp>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -23,25 +25,25 @@ struct StagedRange {
   std::size_t bytes;
 };
 
-/// @brief One async copy to enqueue.
-struct CopyOp {
-  void* dst;
-  const void* src;
-  std::size_t bytes;
-};
-
-/// @brief One scatter launch: `count` descriptors at `table`, sources shifted by `src_bias`.
+/// @brief One scatter launch over `count` descriptors at `table`, reading payloads relative to
+/// `staging`. Both are addresses a kernel reads: device staging, or mapped pinned memory when
+/// the frame goes zero-copy.
 struct ScatterOp {
   const TransferDescriptor* table;
   std::size_t count;
-  std::int64_t src_bias;
+  const std::byte* staging;
+  /// The scatter reads what staging_copies[0, after_copies) deliver; 0 when it reads pinned
+  /// memory in place.
+  std::size_t after_copies;
 };
 
 /// @brief What a frame enqueues, and counts for the stats.
 ///
-/// `staging_copies` fill the slot's private device mirror (arena ranges and descriptor tables)
-/// and run on the slot's stream. `direct_copies` and `scatters` write user destinations and
-/// run on the consumer stream, after the staging copies.
+/// `staging_copies` fill the slot's device mirror and upload staging and run, in order, on the
+/// slot's stream. `scatters` and `direct_copies` write user destinations and run on the consumer
+/// stream: each scatter after the staging copies it reads (so a chunk's scatter can run while
+/// the next chunk is on the wire), the direct copies after all staging copies. Destinations of
+/// different scatters and direct copies never overlap.
 struct TransferPlan {
   std::vector<CopyOp> staging_copies;
   std::vector<CopyOp> direct_copies;
@@ -56,30 +58,36 @@ struct TransferPlan {
   std::size_t mirror_bytes = 0;        ///< staged bytes (before merging)
   std::size_t scattered_bytes = 0;     ///< bytes delivered by scatter kernels
   std::size_t direct_bytes = 0;        ///< bytes delivered by direct copies
-  std::size_t staging_copy_bytes = 0;  ///< bytes the staging copies move, gaps included
+  std::size_t staging_copy_bytes = 0;  ///< bytes the staging copies move, tables and gaps included
+  std::size_t pipeline_chunks = 0;     ///< copy-and-scatter chunks (0 unless copy_scatter)
 
   void clear();
 };
 
-/// @brief The frame's inputs: its arena, its descriptor table, and what was staged.
+/// @brief The frame's inputs: its arenas and what was staged.
 struct PlannerInput {
-  FrameArena* arena;        ///< payloads; merge buffers are allocated here
-  FrameArena* descriptors;  ///< TransferDescriptor tables, one per block
+  FrameArena* arena;     ///< frame_alloc memory; buffers for combined overlaps come from here
+  UploadArena* uploads;  ///< upload descriptors and payloads
   std::span<const StagedRange> staged;
-  Backend* backend;  ///< only for mapped_device_address (zero-copy)
+  /// False when no upload this frame reached direct_copy_threshold_bytes, which lets plan_early
+  /// start the copies before the descriptors are scanned.
+  bool large_uploads = true;
 };
 
 /// @brief Plans frames; keeps its scratch space between frames so planning does not allocate
 /// once frame sizes settle.
 ///
 /// Rules, in order: overlapping uploads are resolved so that, byte for byte, the upload issued
-/// last wins (one that is covered entirely is dropped; partial overlaps are combined into one
-/// merged upload on the host); uploads of at least `direct_copy_threshold_bytes` (all of them
-/// under UploadStrategy::direct) become direct copies; the rest are scattered, reading the
-/// device mirror after one coalesced copy, or the pinned arena in place (zero-copy) when their
-/// total is at most `zero_copy_max_bytes` and everything sits in single blocks. Staged ranges
-/// and scattered payloads are merged into copies wherever they touch, overlap or lie closer
-/// than `merge_gap_bytes`.
+/// last wins (one that is covered entirely is dropped; partial overlaps are combined on the host
+/// into one direct copy); uploads of at least `direct_copy_threshold_bytes` (all of them under
+/// UploadStrategy::direct) become direct copies; the rest are scattered, reading upload staging
+/// after one coalesced copy per upload block (in chunks of about `pipeline_chunk_bytes`, each
+/// scattered as soon as it lands), or the pinned blocks in place (zero-copy) when their total is
+/// at most `zero_copy_max_bytes`. Staged ranges are merged into copies wherever they touch,
+/// overlap or lie closer than `merge_gap_bytes`.
+///
+/// Cost: one pass over the descriptors when destinations ascend in issue order; a sort of them
+/// when they do not. Dropped descriptors stay in the table with 0 bytes, so nothing is moved.
 ///
 /// **Thread safety:** one frame at a time, on the owner thread, with no allocation in flight.
 class TransferPlanner {
@@ -91,19 +99,53 @@ class TransferPlanner {
   ///         of; Error(misuse) if a descriptor's payload does not lie in the arena.
   const TransferPlan& plan(const PlannerInput& input);
 
+  /// @brief The first half of plan() for a frame whose copies can start before its descriptors
+  /// are scanned: one upload block, no large uploads, and copy-and-scatter chosen from the
+  /// payload size alone. Returns nullptr (and plans nothing) for any other frame. The returned
+  /// plan's staging copies may be enqueued at once; finish_early() must run before its scatters.
+  const TransferPlan* plan_early(const PlannerInput& input);
+  /// @brief Scans the descriptors of a plan_early() frame and resolves overlaps. If that changed
+  /// the descriptor table, it appends a copy of the corrected table, and every scatter then
+  /// waits for all staging copies; the copies already enqueued stay valid.
+  /// @throws Error(out_of_memory) as plan() does; the descriptor table is then unchanged.
+  const TransferPlan& finish_early(const PlannerInput& input);
+
  private:
   struct Range {
     std::uint32_t block;
     std::size_t offset;
     std::size_t bytes;
   };
-  void resolve_overlaps(const PlannerInput& input);
+  /// A descriptor in issue order over all upload blocks.
+  struct Issued {
+    TransferDescriptor* descriptor;
+    std::uint32_t block;
+  };
+  using BlockViews = std::array<UploadArena::BlockView, UploadArena::kMaxOverflowBlocks + 1>;
+  struct Scan {
+    bool ascending;
+    bool any_large;
+  };
+  Scan scan(const BlockViews& blocks, std::size_t count);
+  void start(const PlannerInput& input);
+  void resolve_overlaps(const PlannerInput& input, const BlockViews& blocks, std::size_t count);
+  void sort_by_target(std::size_t n);
+  void add_direct_copies(const BlockViews& blocks, std::size_t count, bool all_direct);
+  void add_upload_copies(const UploadArena::BlockView& block, std::uint32_t index,
+                         std::size_t& hole);
+  void add_staging_copies(const UploadArena::BlockView& block, std::uint32_t index,
+                          std::int64_t from, std::int64_t to, std::size_t& hole);
   void add_coalesced_copies(const PlannerInput& input);
 
   Config config_;
   TransferPlan plan_;
   std::vector<Range> ranges_;
-  std::vector<std::uint32_t> order_;
+  std::vector<Issued> issued_;        // filled only for frames whose destinations do not ascend
+  std::vector<std::uint32_t> order_;  // issue indices sorted by target
+  std::vector<std::uint64_t> keys_;
+  std::vector<std::uint64_t> scratch_keys_;
+  std::vector<std::uint32_t> scratch_order_;
+  std::vector<Range> holes_;  // payloads sent as direct copies, which staging copies skip
 };
 
 }  // namespace framestage

@@ -1,0 +1,78 @@
+/// @file cuda_backend.hpp
+/// @brief The Backend on the real CUDA runtime: one device, chosen at construction.
+///
+/// Declared in every build; defined only when framestage was built with CUDA, which the
+/// compile definition FRAMESTAGE_HAS_CUDA (1 or 0, set for every user of the library) says.
+/// This header includes no CUDA header: handles are cudaStream_t / cudaEvent_t behind void*.
+#pragma once
+
+#include <framestage/backend.hpp>
+
+#include <optional>
+#include <string>
+
+namespace framestage {
+
+/// @brief Backend on the CUDA runtime for one device.
+///
+/// Pinned memory is cudaHostAlloc'd portable and mapped (the zero-copy scatter reads it in
+/// place); device memory is cudaMalloc'd; streams are non-blocking; events have timing off.
+/// Every CUDA call is checked: a failure throws Error(cuda) (Error(out_of_memory) for
+/// allocations, naming the bytes asked for) whose message holds the call, the CUDA error name
+/// and text, and (file:line). Each call first makes the backend's device current on the calling
+/// thread, so one process can hold backends for several devices.
+///
+/// **Thread safety:** every member may be called from any thread, as the CUDA runtime allows.
+/// **Ownership:** release functions free what this backend handed out; they never throw and
+/// report a failure once on stderr (a release during CUDA's own shutdown is not one).
+class CudaBackend final : public Backend {
+ public:
+  /// @throws Error(cuda) if `device` does not exist or cannot be initialised.
+  explicit CudaBackend(int device = 0);
+  ~CudaBackend() override;
+
+  /// @brief Why no CUDA backend can be made for `device` ("no CUDA device found:
+  /// cudaErrorNoDevice ..."), or nothing when one can.
+  [[nodiscard]] static std::optional<std::string> unavailable_reason(int device);
+
+  [[nodiscard]] BackendKind kind() const noexcept override { return BackendKind::cuda; }
+  /// @brief "CUDA device 0: NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)".
+  [[nodiscard]] std::string describe() const override;
+  [[nodiscard]] int device() const noexcept { return device_; }
+  [[nodiscard]] int sm_count() const noexcept { return sm_count_; }
+
+  void* allocate_pinned(std::size_t bytes) override;
+  void free_pinned(void* ptr) noexcept override;
+  [[nodiscard]] void* mapped_device_address(void* pinned_ptr) override;
+  void* allocate_device(std::size_t bytes) override;
+  void free_device(void* ptr) noexcept override;
+
+  StreamHandle create_stream() override;
+  void destroy_stream(StreamHandle stream) noexcept override;
+  EventHandle create_event() override;
+  void destroy_event(EventHandle event) noexcept override;
+
+  void record_event(EventHandle event, StreamView stream) override;
+  void stream_wait_event(StreamView stream, EventHandle event) override;
+  [[nodiscard]] bool event_ready(EventHandle event) override;
+  /// Polls the event, yielding the thread for the first 5 ms and then sleeping in steps that
+  /// grow from 20 us to 200 us, so a frame that completes soon is seen within microseconds and a
+  /// long wait does not burn a core; returns false after `timeout`.
+  [[nodiscard]] bool wait_event(EventHandle event, std::chrono::milliseconds timeout) override;
+  void synchronize(StreamView stream) override;
+
+  void copy_async(void* dst, const void* src, std::size_t bytes, StreamView stream) override;
+  void copy_batch_async(std::span<const CopyOp> copies, StreamView stream) override;
+  void scatter_async(const TransferDescriptor* table, std::size_t count, const std::byte* staging,
+                     StreamView stream) override;
+  void gather_async(const TransferDescriptor* table, std::size_t count, std::byte* staging,
+                    StreamView stream) override;
+  void read_device(void* host_dst, const void* device_src, std::size_t bytes) override;
+
+ private:
+  int device_;
+  int sm_count_ = 0;
+  std::string description_;
+};
+
+}  // namespace framestage

@@ -1,0 +1,312 @@
+#include <framestage/cuda_backend.hpp>
+#include <framestage/detail/expects.hpp>
+
+#include "kernels/transfer_kernels.cuh"
+#include "runtime/cuda_try.hpp"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <new>
+#include <thread>
+#include <vector>
+
+namespace framestage {
+
+namespace {
+
+/// Makes a device current on the calling thread for one scope and restores the previous one.
+///
+/// cudaGetDevice only reads thread-local state, so a call on the backend's own device costs no
+/// cudaSetDevice; the restore keeps a caller that works with several devices undisturbed.
+class DeviceGuard {
+ public:
+  /// @throws Error(cuda) if the device cannot be made current.
+  explicit DeviceGuard(int device) {
+    FRAMESTAGE_CUDA_TRY(cudaGetDevice(&previous_));
+    if (previous_ != device) {
+      FRAMESTAGE_CUDA_TRY(cudaSetDevice(device));
+      switched_ = true;
+    }
+  }
+  /// For release paths: reports a failure on stderr and lets the release try anyway.
+  DeviceGuard(int device, std::nothrow_t) noexcept {
+    FRAMESTAGE_CUDA_ASSERT_SAFE_SHUTDOWN(cudaGetDevice(&previous_));
+    // previous_ stays -1 if that failed (the runtime is unloading): leave the device alone.
+    if (previous_ >= 0 && previous_ != device) {
+      FRAMESTAGE_CUDA_ASSERT_SAFE_SHUTDOWN(cudaSetDevice(device));
+      switched_ = true;
+    }
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+  ~DeviceGuard() {
+    if (switched_) FRAMESTAGE_CUDA_ASSERT_SAFE_SHUTDOWN(cudaSetDevice(previous_));
+  }
+
+ private:
+  int previous_ = -1;
+  bool switched_ = false;
+};
+
+cudaStream_t cuda_stream(StreamView stream) noexcept {
+  return static_cast<cudaStream_t>(stream.native());
+}
+cudaEvent_t cuda_event(EventHandle event) noexcept {
+  return static_cast<cudaEvent_t>(event);
+}
+
+/// True once the event has completed, false while it is pending; throws on any other result.
+bool query_event(cudaEvent_t event) {
+  const cudaError_t status = cudaEventQuery(event);
+  if (status == cudaErrorNotReady) {
+    // "Not ready" is an answer, not a failure; keep it out of the last-error slot.
+    detail::clear_last_cuda_error();
+    return false;
+  }
+  // Not through FRAMESTAGE_CUDA_TRY, which would name `status` instead of the call.
+  if (status != cudaSuccess) {
+    detail::throw_cuda_error(status, "cudaEventQuery(event)", FRAMESTAGE_SOURCE_FILE, __LINE__);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<std::string> CudaBackend::unavailable_reason(int device) {
+  int count = 0;
+  if (const cudaError_t status = cudaGetDeviceCount(&count); status != cudaSuccess) {
+    detail::clear_last_cuda_error();
+    return "no CUDA device found: " + detail::describe_cuda_error(status);
+  }
+  if (device < 0 || device >= count) {
+    return "CUDA device " + std::to_string(device) + " requested but only " +
+           std::to_string(count) + " present";
+  }
+  return std::nullopt;
+}
+
+CudaBackend::CudaBackend(int device) : device_(device) {
+  if (const auto reason = unavailable_reason(device)) FRAMESTAGE_FAIL(cuda, *reason);
+  const DeviceGuard guard(device_);
+  // Creates the primary context now, so the first frame does not pay for it.
+  FRAMESTAGE_CUDA_TRY(cudaFree(nullptr));
+  int major = 0;
+  int minor = 0;
+  FRAMESTAGE_CUDA_TRY(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device_));
+  FRAMESTAGE_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_));
+  FRAMESTAGE_CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device_));
+  // The runtime API gives the name only as part of the full property set.
+  cudaDeviceProp properties{};
+  FRAMESTAGE_CUDA_TRY(cudaGetDeviceProperties(&properties, device_));
+  description_ = "CUDA device " + std::to_string(device_) + ": " + properties.name + " (sm_" +
+                 std::to_string(major) + std::to_string(minor) + ", " + std::to_string(sm_count_) +
+                 " SMs)";
+}
+
+// Resources belong to their RAII owners (MemoryBlock, Stream, Event), not to the backend.
+CudaBackend::~CudaBackend() = default;
+
+std::string CudaBackend::describe() const {
+  return description_;
+}
+
+void* CudaBackend::allocate_pinned(std::size_t bytes) {
+  if (bytes == 0) return nullptr;
+  const DeviceGuard guard(device_);
+  void* ptr = nullptr;
+  // Portable: usable from every device's context; mapped: kernels can read it in place.
+  FRAMESTAGE_CUDA_TRY_ALLOC(cudaHostAlloc(&ptr, bytes, cudaHostAllocPortable | cudaHostAllocMapped),
+                            bytes);
+  return ptr;
+}
+
+void CudaBackend::free_pinned(void* ptr) noexcept {
+  if (ptr == nullptr) return;
+  const DeviceGuard guard(device_, std::nothrow);
+  FRAMESTAGE_CUDA_ASSERT_SAFE_SHUTDOWN(cudaFreeHost(ptr));
+}
+
+void* CudaBackend::mapped_device_address(void* pinned_ptr) {
+  // A zero-byte block has no address on either side.
+  if (pinned_ptr == nullptr) return nullptr;
+  const DeviceGuard guard(device_);
+  void* device_ptr = nullptr;
+  FRAMESTAGE_CUDA_TRY(cudaHostGetDevicePointer(&device_ptr, pinned_ptr, 0));
+  return device_ptr;
+}
+
+void* CudaBackend::allocate_device(std::size_t bytes) {
+  if (bytes == 0) return nullptr;
+  const DeviceGuard guard(device_);
+  void* ptr = nullptr;
+  FRAMESTAGE_CUDA_TRY_ALLOC(cudaMalloc(&ptr, bytes), bytes);
+  return ptr;
+}
+
+void CudaBackend::free_device(void* ptr) noexcept {
+  if (ptr == nullptr) return;
+  const DeviceGuard guard(device_, std::nothrow);
+  FRAMESTAGE_CUDA_ASSERT_SAFE_SHUTDOWN(cudaFree(ptr));
+}
+
+StreamHandle CudaBackend::create_stream() {
+  const DeviceGuard guard(device_);
+  cudaStream_t stream = nullptr;
+  // Non-blocking: no implicit synchronisation with the legacy default stream, so other
+  // libraries' work there never stalls a frame.
+  FRAMESTAGE_CUDA_TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  return stream;
+}
+
+void CudaBackend::destroy_stream(StreamHandle stream) noexcept {
+  // A null handle would name the legacy default stream, which is not ours to destroy.
+  if (stream == nullptr) return;
+  const DeviceGuard guard(device_, std::nothrow);
+  FRAMESTAGE_CUDA_ASSERT_SAFE_SHUTDOWN(cudaStreamDestroy(static_cast<cudaStream_t>(stream)));
+}
+
+EventHandle CudaBackend::create_event() {
+  const DeviceGuard guard(device_);
+  cudaEvent_t event = nullptr;
+  // Events only order and signal; timing would make every record and query more expensive.
+  FRAMESTAGE_CUDA_TRY(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  return event;
+}
+
+void CudaBackend::destroy_event(EventHandle event) noexcept {
+  if (event == nullptr) return;
+  const DeviceGuard guard(device_, std::nothrow);
+  FRAMESTAGE_CUDA_ASSERT_SAFE_SHUTDOWN(cudaEventDestroy(cuda_event(event)));
+}
+
+void CudaBackend::record_event(EventHandle event, StreamView stream) {
+  const DeviceGuard guard(device_);
+  FRAMESTAGE_CUDA_TRY(cudaEventRecord(cuda_event(event), cuda_stream(stream)));
+}
+
+void CudaBackend::stream_wait_event(StreamView stream, EventHandle event) {
+  const DeviceGuard guard(device_);
+  FRAMESTAGE_CUDA_TRY(cudaStreamWaitEvent(cuda_stream(stream), cuda_event(event), 0));
+}
+
+bool CudaBackend::event_ready(EventHandle event) {
+  const DeviceGuard guard(device_);
+  return query_event(cuda_event(event));
+}
+
+bool CudaBackend::wait_event(EventHandle event, std::chrono::milliseconds timeout) {
+  using namespace std::chrono_literals;
+  using Clock = std::chrono::steady_clock;
+  // A frame completes within a few milliseconds, and every microsecond of wake-up latency is
+  // added to the frame (sleeping after 200 us cost a 16 MiB copy 15% of its bandwidth), so the
+  // waiter polls, yielding the core, for 5 ms; only a longer wait sleeps, in short steps that
+  // give the core back without adding more than 200 us. (A blocking-sync event would add the
+  // driver's wake-up latency to every frame.)
+  constexpr std::chrono::microseconds kSpinFor = 5ms;
+  constexpr std::chrono::microseconds kFirstSleep = 20us;
+  constexpr std::chrono::microseconds kLongestSleep = 200us;
+
+  const DeviceGuard guard(device_);
+  const auto start = Clock::now();
+  // A "wait forever" timeout such as milliseconds::max() would overflow the clock.
+  const auto time_left = Clock::time_point::max() - start;
+  const auto deadline = timeout < std::chrono::duration_cast<std::chrono::milliseconds>(time_left)
+                            ? start + timeout
+                            : Clock::time_point::max();
+  auto sleep = kFirstSleep;
+  while (!query_event(cuda_event(event))) {
+    const auto now = Clock::now();
+    if (now >= deadline) return false;
+    if (now - start < kSpinFor) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(
+          std::min(sleep, std::chrono::ceil<std::chrono::microseconds>(deadline - now)));
+      sleep = std::min(sleep * 2, kLongestSleep);
+    }
+  }
+  return true;
+}
+
+void CudaBackend::synchronize(StreamView stream) {
+  const DeviceGuard guard(device_);
+  FRAMESTAGE_CUDA_TRY(cudaStreamSynchronize(cuda_stream(stream)));
+}
+
+void CudaBackend::copy_async(void* dst, const void* src, std::size_t bytes, StreamView stream) {
+  if (bytes == 0) return;
+  const DeviceGuard guard(device_);
+  FRAMESTAGE_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, cuda_stream(stream)));
+}
+
+void CudaBackend::copy_batch_async(std::span<const CopyOp> copies, StreamView stream) {
+  if (copies.empty()) return;
+  const DeviceGuard guard(device_);
+  const cudaStream_t s = cuda_stream(stream);
+
+  // cudaMemcpyBatchAsync refuses the legacy NULL stream. The backend's own streams are never
+  // null, but the interface allows one, so it gets the same copies one by one.
+  if (s == nullptr || s == cudaStreamLegacy) {
+    for (const CopyOp& copy : copies) {
+      if (copy.bytes != 0) {
+        FRAMESTAGE_CUDA_TRY(cudaMemcpyAsync(copy.dst, copy.src, copy.bytes, cudaMemcpyDefault, s));
+      }
+    }
+    return;
+  }
+
+  // Per-thread scratch: once a thread has seen its largest batch, a call allocates nothing, and
+  // threads sharing the backend never share the arrays.
+  struct BatchArrays {
+    std::vector<void*> dsts;
+    std::vector<const void*> srcs;
+    std::vector<std::size_t> sizes;
+  };
+  thread_local BatchArrays batch;
+  batch.dsts.clear();
+  batch.srcs.clear();
+  batch.sizes.clear();
+  for (const CopyOp& copy : copies) {
+    // Empty copies are left out rather than passed to the driver: they do nothing anyway.
+    if (copy.bytes == 0) continue;
+    batch.dsts.push_back(copy.dst);
+    batch.srcs.push_back(copy.src);
+    batch.sizes.push_back(copy.bytes);
+  }
+  if (batch.sizes.empty()) return;
+
+  // One attribute set for every copy: sources are read in stream order (they are pinned staging
+  // slots written before the copy was enqueued), and copies should use the copy engines so they
+  // overlap the previous frame's kernels.
+  cudaMemcpyAttributes attributes{};
+  attributes.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+  attributes.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+  std::size_t first_copy_index = 0;
+  FRAMESTAGE_CUDA_TRY(cudaMemcpyBatchAsync(batch.dsts.data(), batch.srcs.data(), batch.sizes.data(),
+                                           batch.sizes.size(), &attributes, &first_copy_index, 1,
+                                           s));
+}
+
+void CudaBackend::scatter_async(const TransferDescriptor* table, std::size_t count,
+                                const std::byte* staging, StreamView stream) {
+  if (count == 0) return;
+  const DeviceGuard guard(device_);
+  detail::launch_scatter(table, count, staging, cuda_stream(stream));
+}
+
+void CudaBackend::gather_async(const TransferDescriptor* table, std::size_t count,
+                               std::byte* staging, StreamView stream) {
+  if (count == 0) return;
+  const DeviceGuard guard(device_);
+  detail::launch_gather(table, count, staging, cuda_stream(stream));
+}
+
+void CudaBackend::read_device(void* host_dst, const void* device_src, std::size_t bytes) {
+  if (bytes == 0) return;
+  const DeviceGuard guard(device_);
+  FRAMESTAGE_CUDA_TRY(cudaMemcpy(host_dst, device_src, bytes, cudaMemcpyDefault));
+}
+
+}  // namespace framestage
