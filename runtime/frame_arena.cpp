@@ -20,6 +20,16 @@ FrameArena::FrameArena(Backend& backend, std::size_t capacity_bytes, OverflowPol
   FRAMESTAGE_EXPECTS(capacity_bytes > 0, misuse, name_, ": capacity must be > 0 bytes");
   capacity_ = align_up(capacity_bytes, kGranule);
   main_ = make_block(capacity_);
+  start_epoch();
+}
+
+void FrameArena::start_epoch() noexcept {
+  epoch_ = next_epoch_.fetch_add(1, std::memory_order_relaxed);
+  // Chunks stop well before the end, so the tail is handed out exactly and a chunk a thread
+  // claims and leaves mostly unused cannot make a request fail that would have fit.
+  const std::size_t margin = std::min(capacity_ / 4, 64 * kChunkBytes);
+  chunk_limit_ = capacity_ >= margin + kChunkBytes ? capacity_ - margin - kChunkBytes : 0;
+  if (capacity_ < 8 * kChunkBytes) chunk_limit_ = 0;
 }
 
 ArenaBlock FrameArena::make_block(std::size_t bytes) {
@@ -137,6 +147,7 @@ FrameArena::Resize FrameArena::reset(std::size_t base_capacity_bytes,
     overflow_count_.store(0, std::memory_order_release);
   }
   head_.store(0, std::memory_order_relaxed);
+  start_epoch();
   return resize;
 }
 

@@ -1,4 +1,5 @@
 #include <framestage/coordinator.hpp>
+#include <framestage/frame_arena.hpp>
 #include <framestage/host_backend.hpp>
 
 #include "support/expect_error.hpp"
@@ -492,7 +493,10 @@ TEST_F(CoordinatorTest, StatsCountWhatTheFrameDidAndSerialise) {
   EXPECT_EQ(json.at("last_frame").at("direct_bytes"), 8192);
   EXPECT_EQ(json.at("slots").size(), 2u);
   // Upload payloads live in the upload arena; the frame_alloc arena holds the mirror only.
-  EXPECT_EQ(json.at("slots").at(0).at("arena_high_water_bytes").get<std::size_t>(), 1024u);
+  // (A thread claims the arena in chunks, so the unused rest of its chunk counts as used.)
+  const auto high_water = json.at("slots").at(0).at("arena_high_water_bytes").get<std::size_t>();
+  EXPECT_GE(high_water, 1024u);
+  EXPECT_LE(high_water, 1024u + FrameArena::kChunkBytes);
 }
 
 // reserve_upload hands out pinned space that is filled in place and delivered like an upload,

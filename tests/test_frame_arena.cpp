@@ -112,6 +112,8 @@ struct Setup {
 };
 constexpr Setup kFits{"fail_fits", OverflowPolicy::fail, 4 * kMiB};
 constexpr Setup kOverflows{"grow_overflows", OverflowPolicy::grow, 512};
+// Big enough for per-thread chunks, with a tail that is handed out exactly.
+constexpr Setup kChunked{"fail_chunked", OverflowPolicy::fail, 2304 * 1024};
 
 std::string setup_name(const ::testing::TestParamInfo<Setup>& param_info) {
   return param_info.param.name;
@@ -220,7 +222,8 @@ TEST_P(ArenaSetups, ConcurrentAllocationsAreDistinctAndIntact) {
   EXPECT_EQ(arena.overflowed(), GetParam().policy == OverflowPolicy::grow);
 }
 
-INSTANTIATE_TEST_SUITE_P(Arena, ArenaSetups, ::testing::Values(kFits, kOverflows), setup_name);
+INSTANTIATE_TEST_SUITE_P(Arena, ArenaSetups, ::testing::Values(kFits, kOverflows, kChunked),
+                         setup_name);
 
 // ---------------------------------------------------------------------------------------------
 // Accounting and lookup.
@@ -229,6 +232,23 @@ class FrameArenaTest : public ::testing::Test {
  protected:
   HostBackend backend;
 };
+
+// In an arena large enough for per-thread chunks, a thread's unused chunk bytes are not an
+// allocation: staging past what it was handed out stays misuse.
+TEST_F(FrameArenaTest, LocateRejectsTheUnusedRestOfTheCallersChunk) {
+  FrameArena arena(backend, kChunked.capacity_bytes, OverflowPolicy::fail, "arena", "-");
+  const auto a = arena.allocate(32, 16);
+  const auto b = arena.allocate(48, 16);
+  EXPECT_EQ(b.host, a.host + 32) << "a thread's small allocations follow each other";
+  EXPECT_TRUE(arena.locate(a.host, 80).has_value());
+  EXPECT_FALSE(arena.locate(a.host, 81).has_value());
+  EXPECT_FALSE(arena.locate(b.host + 48, 16).has_value());
+  EXPECT_GE(arena.used_bytes(), 80u);
+  EXPECT_LE(arena.used_bytes(), FrameArena::kChunkBytes);
+  (void)arena.reset(kChunked.capacity_bytes, 16);
+  EXPECT_FALSE(arena.locate(a.host, 16).has_value()) << "a reset retires the thread's chunk";
+  EXPECT_EQ(arena.allocate(16, 16).host, a.host);
+}
 
 TEST_F(FrameArenaTest, UsedAndHighWaterBytesCountGranulesAcrossFrames) {
   FrameArena arena(backend, 4 * kKiB, OverflowPolicy::fail, "arena", "-");

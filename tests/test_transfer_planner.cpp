@@ -1186,7 +1186,7 @@ TEST_F(PlannerTest, PartialOverlapsBecomeOneDirectCopyFromTheArena) {
   EXPECT_EQ(p.direct_copies[0].dst, dst);
   EXPECT_EQ(p.direct_copies[0].src, arena->block(0).host + arena_used) << "from the frame arena";
   EXPECT_EQ(p.direct_copies[0].bytes, 150u);
-  EXPECT_EQ(arena->used_bytes(), arena_used + padded(150));
+  EXPECT_GE(arena->used_bytes(), arena_used + padded(150));
   EXPECT_EQ(p.direct_bytes, 150u);
   EXPECT_EQ(p.scattered_bytes, 0u);
   EXPECT_TRUE(p.scatters.empty());

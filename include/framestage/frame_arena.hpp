@@ -14,8 +14,20 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace framestage {
+
+namespace detail {
+/// A thread's current chunk of an arena's main block, valid while `epoch` is the arena's.
+struct ArenaChunk {
+  std::uint64_t epoch = 0;
+  std::size_t begin = 0;
+  std::size_t next = 0;
+  std::size_t end = 0;
+};
+inline thread_local ArenaChunk this_thread_arena_chunk{};
+}  // namespace detail
 
 /// @brief A pinned block and the device block that mirrors it byte for byte.
 struct ArenaBlock {
@@ -42,6 +54,9 @@ class FrameArena {
   /// Largest alignment honoured: block bases are 256-byte aligned on host and device.
   static constexpr std::size_t kMaxAlignment = 256;
   static constexpr std::size_t kMaxOverflowBlocks = 32;
+  /// Threads claim the main block in chunks of this size and allocate small requests from them
+  /// without atomics; the last quarter of the block (at most 64 chunks) is handed out exactly.
+  static constexpr std::size_t kChunkBytes = std::size_t{16} << 10;
 
   /// @param name   what the arena holds, for error messages ("arena", "descriptor table")
   /// @param remedy what a user can change when it overflows, for error messages
@@ -63,6 +78,21 @@ class FrameArena {
     // alignof(T) is a constant, so the power-of-two test folds away for frame_alloc<T>.
     if (std::has_single_bit(alignment) && alignment <= kGranule && bytes - 1 < capacity_) {
       const std::size_t size = (bytes + kGranule - 1) & ~(kGranule - 1);
+      // Small allocations come from a chunk this thread claimed, with no atomic operation.
+      detail::ArenaChunk& chunk = detail::this_thread_arena_chunk;
+      if (chunk.epoch == epoch_ && size <= chunk.end - chunk.next) [[likely]] {
+        const std::size_t offset = std::exchange(chunk.next, chunk.next + size);
+        return {main_.host.data() + offset, main_.device.data() + offset};
+      }
+      if (size <= kChunkBytes / 4 && head_.load(std::memory_order_relaxed) < chunk_limit_) {
+        const std::size_t offset = head_.fetch_add(kChunkBytes, std::memory_order_relaxed);
+        if (offset + kChunkBytes <= capacity_) [[likely]] {
+          chunk = detail::ArenaChunk{epoch_, offset, offset + size, offset + kChunkBytes};
+          return {main_.host.data() + offset, main_.device.data() + offset};
+        }
+        std::size_t expected = offset + kChunkBytes;
+        head_.compare_exchange_strong(expected, offset, std::memory_order_relaxed);
+      }
       const std::size_t offset = head_.fetch_add(size, std::memory_order_relaxed);
       if (offset + size <= capacity_) [[likely]] {
         return {main_.host.data() + offset, main_.device.data() + offset};
@@ -85,7 +115,14 @@ class FrameArena {
     const std::size_t used = std::min(head_.load(std::memory_order_relaxed), capacity_);
     if (p >= main_.host.data() && bytes <= used && p <= main_.host.data() + (used - bytes))
         [[likely]] {
-      return Location{0, static_cast<std::size_t>(p - main_.host.data())};
+      const auto offset = static_cast<std::size_t>(p - main_.host.data());
+      // In the calling thread's own chunk, only what it has handed out counts.
+      const detail::ArenaChunk& chunk = detail::this_thread_arena_chunk;
+      if (chunk.epoch == epoch_ && offset >= chunk.begin && offset < chunk.end &&
+          offset + bytes > chunk.next) {
+        return std::nullopt;
+      }
+      return Location{0, offset};
     }
     return locate_overflow(p, bytes);
   }
@@ -103,7 +140,8 @@ class FrameArena {
   };
   [[nodiscard]] BlockView block(std::size_t index) const;
 
-  /// @brief Bytes handed out this frame over all blocks (granule padding included).
+  /// @brief Bytes handed out this frame over all blocks: granule padding included, and the
+  /// unused rest of each allocating thread's current chunk (under kChunkBytes per thread).
   [[nodiscard]] std::size_t used_bytes() const;
   /// @brief Size of the main block (the arena's capacity before any overflow).
   [[nodiscard]] std::size_t capacity_bytes() const noexcept { return capacity_; }
@@ -129,8 +167,13 @@ class FrameArena {
   OverflowPolicy policy_;
   std::string name_;
   std::string remedy_;
+  static inline std::atomic<std::uint64_t> next_epoch_{1};
+  void start_epoch() noexcept;
+
   ArenaBlock main_;
   std::size_t capacity_ = 0;
+  std::size_t chunk_limit_ = 0;  // chunks are claimed only while the head is below this
+  std::uint64_t epoch_ = 0;      // unique per arena and frame, so stale chunks are never used
   alignas(64) std::atomic<std::size_t> head_{0};
   // Overflow blocks are published with a release store of the count, so readers that acquire
   // the count see fully built blocks; the array never moves.
