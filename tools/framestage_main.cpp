@@ -2,6 +2,10 @@
 // on the best available backend, checks every destination byte, and prints what it did.
 #include <framestage/framestage.hpp>
 
+#if FRAMESTAGE_HAS_CUDA
+#include "gpu_measurements.hpp"
+#endif
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -15,12 +19,16 @@ constexpr const char* kUsage =
     "usage: framestage <command> [options]\n"
     "\n"
     "commands:\n"
-    "  bench [--frames N] [--seed S]   run the default workload and check every byte\n"
+    "  bench [--frames N] [--seed S] [--no-gpu-measurements]\n"
+    "                                  run the default workload and check every byte; on a GPU,\n"
+    "                                  then measure framestage against one contiguous copy,\n"
+    "                                  per-item cudaMemcpyAsync and cudaMemcpyBatchAsync\n"
     "  --help                          show this text\n";
 
 struct BenchOptions {
   std::uint64_t frames = 200;
   std::uint64_t seed = 1;
+  bool skip_gpu_measurements = false;
 };
 
 // Default workload: each frame uploads `kItems` items of 16-256 B to scattered offsets of a
@@ -113,7 +121,13 @@ int run_bench(const BenchOptions& options) {
               ms_per_frame);
   std::printf("framestage bench: contents checked: %s\n",
               mismatches == 0 ? "every byte matches" : "MISMATCH");
-  return mismatches == 0 ? 0 : 1;
+  int status = mismatches == 0 ? 0 : 1;
+#if FRAMESTAGE_HAS_CUDA
+  if (backend->kind() == BackendKind::cuda && !options.skip_gpu_measurements) {
+    status |= bench::run_gpu_measurements(*backend, options.seed);
+  }
+#endif
+  return status;
 }
 
 bool parse_number(const char* text, std::uint64_t& out) {
@@ -135,6 +149,10 @@ int main(int argc, char** argv) {
   }
   BenchOptions options;
   for (int i = 2; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--no-gpu-measurements") == 0) {
+      options.skip_gpu_measurements = true;
+      continue;
+    }
     const bool has_value = i + 1 < argc;
     std::uint64_t* target = std::strcmp(argv[i], "--frames") == 0 ? &options.frames
                             : std::strcmp(argv[i], "--seed") == 0 ? &options.seed

@@ -1,0 +1,14 @@
+// Kernels of the benchmark program itself (not of the library). Defined only in CUDA builds.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace framestage::bench {
+
+/// Enqueues on `stream` (a cudaStream_t) one kernel that reads `bytes` at `data` and runs for
+/// `duration_ns`, standing in for a simulation step. @throws Error(cuda) if the launch fails.
+void launch_consume(const void* data, std::size_t bytes, std::uint64_t duration_ns,
+                    std::uint32_t* sink, void* stream);
+
+}  // namespace framestage::bench

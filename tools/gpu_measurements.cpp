@@ -1,0 +1,358 @@
+// The GPU measurements of `framestage bench`: each figure as a ratio to a baseline measured in
+// the same run (one contiguous pinned copy of the same bytes is the ceiling).
+#include "gpu_measurements.hpp"
+
+#include "bench_kernels.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace framestage::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::chrono::milliseconds kTimeout{60'000};
+
+double micros(Clock::duration d) {
+  return std::chrono::duration<double, std::micro>(d).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Runs `once` (which enqueues on `stream`) `reps` times; the median time from enqueue to done.
+template <class F>
+double time_enqueued(Backend& backend, StreamView stream, int reps, F&& once) {
+  Event done(backend);
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    const auto start = Clock::now();
+    once();
+    backend.record_event(done.native(), stream);
+    if (!backend.wait_event(done.native(), kTimeout)) throw Error(ErrorCategory::timeout, "bench");
+    t.push_back(micros(Clock::now() - start));
+  }
+  return median(std::move(t));
+}
+
+struct Items {
+  std::vector<std::size_t> sizes;
+  std::vector<std::size_t> offsets;  // into the destination buffer, in issue order
+  std::size_t bytes = 0;
+  std::size_t span = 0;  // destination bytes needed
+};
+
+// `count` items of 16-256 B, each in its own 512-byte slot of the destination (so destinations
+// are scattered, never adjacent), in ascending slot order or shuffled.
+Items make_items(std::size_t count, bool shuffled, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  Items items;
+  items.sizes.resize(count);
+  items.offsets.resize(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    items.sizes[i] = 16 + rng() % 241;
+    items.offsets[i] = i * 512 + (rng() % 16) * 16;
+    items.bytes += items.sizes[i];
+  }
+  if (shuffled) std::shuffle(items.offsets.begin(), items.offsets.end(), rng);
+  items.span = count * 512 + 512;
+  return items;
+}
+
+struct Row {
+  std::string workload;
+  std::string method;
+  double us;
+  double ceiling_us;
+};
+
+void print_rows(const std::vector<Row>& rows) {
+  std::printf("\n%-34s %-30s %12s %12s\n", "workload", "method", "us/frame", "x ceiling");
+  for (const Row& r : rows) {
+    std::printf("%-34s %-30s %12.1f %12.2f\n", r.workload.c_str(), r.method.c_str(), r.us,
+                r.us / r.ceiling_us);
+  }
+}
+
+// Items to scattered destinations: the ceiling, the hand-written alternatives, and framestage
+// with each strategy. Every framestage result is checked byte for byte.
+bool measure_items(Backend& backend, std::size_t count, bool shuffled, std::uint64_t seed,
+                   std::vector<Row>& rows) {
+  const Items items = make_items(count, shuffled, seed);
+  const std::string name =
+      std::to_string(count) + " items 16-256 B" + (shuffled ? ", random order" : ", ascending");
+  MemoryBlock pinned(backend, MemoryKind::pinned, items.bytes);
+  MemoryBlock device_copy(backend, MemoryKind::device, items.bytes);
+  DeviceBuffer<std::byte> dst(backend, items.span);
+  std::mt19937_64 rng(seed + 1);
+  std::vector<std::byte> source(items.bytes);
+  for (auto& b : source)
+    b = static_cast<std::byte>(rng());
+  std::memcpy(pinned.data(), source.data(), items.bytes);
+  Stream stream(backend);
+
+  const double ceiling = time_enqueued(backend, stream.view(), 50, [&] {
+    backend.copy_async(device_copy.data(), pinned.data(), items.bytes, stream.view());
+  });
+  rows.push_back({name, "one contiguous copy (ceiling)", ceiling, ceiling});
+
+  std::vector<CopyOp> copies(count);
+  std::size_t at = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    copies[i] = {dst.data() + items.offsets[i], pinned.data() + at, items.sizes[i]};
+    at += items.sizes[i];
+  }
+  const int slow_reps = count > 10'000 ? 3 : 20;
+  rows.push_back({name, "cudaMemcpyAsync per item",
+                  time_enqueued(backend, stream.view(), slow_reps,
+                                [&] {
+                                  for (const CopyOp& c : copies)
+                                    backend.copy_async(c.dst, c.src, c.bytes, stream.view());
+                                }),
+                  ceiling});
+  rows.push_back({name, "cudaMemcpyBatchAsync",
+                  time_enqueued(backend, stream.view(), slow_reps,
+                                [&] { backend.copy_batch_async(copies, stream.view()); }),
+                  ceiling});
+
+  bool all_match = true;
+  for (const UploadStrategy strategy :
+       {UploadStrategy::automatic, UploadStrategy::copy_scatter, UploadStrategy::zero_copy}) {
+    Config config;
+    config.strategy = strategy;
+    config.upload_arena_bytes = std::max<std::size_t>(items.bytes * 2, std::size_t{1} << 20);
+    config.max_uploads_per_frame = std::max<std::size_t>(count, 1024);
+    config.arena_bytes = std::size_t{1} << 20;
+    Coordinator coordinator(config, backend);
+    std::vector<double> t;
+    UploadStrategy used = strategy;
+    for (int frame = 0; frame < 40; ++frame) {
+      coordinator.begin_frame();
+      std::size_t from = 0;
+      for (std::size_t i = 0; i < count; ++i) {
+        auto span = coordinator.reserve_upload(dst.data() + items.offsets[i], items.sizes[i]);
+        std::memcpy(span.data(), source.data() + from, items.sizes[i]);
+        from += items.sizes[i];
+      }
+      const auto start = Clock::now();
+      const FrameTicket ticket = coordinator.end_frame();
+      ticket.wait(kTimeout);
+      if (frame >= 5) t.push_back(micros(Clock::now() - start));
+      used = coordinator.stats().last_frame.strategy;
+    }
+    // Check every destination byte of the last frame.
+    const auto got = dst.to_host();
+    std::size_t from = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      all_match &=
+          std::memcmp(got.data() + items.offsets[i], source.data() + from, items.sizes[i]) == 0;
+      from += items.sizes[i];
+    }
+    const std::string method = std::string("framestage ") +
+                               (strategy == UploadStrategy::automatic ? "auto -> " : "forced ") +
+                               std::string(to_string(used)) + ", " +
+                               std::to_string(coordinator.stats().last_frame.scatter_launches) +
+                               " chunk(s)";
+    rows.push_back({name, method, median(std::move(t)), ceiling});
+  }
+  return all_match;
+}
+
+// 16 MiB of frame_alloc data staged for the mirror, against the pinned H2D bandwidth of one
+// large copy.
+bool measure_mirror(Backend& backend, std::vector<Row>& rows, double& fraction) {
+  constexpr std::size_t kBytes = std::size_t{16} << 20;
+  constexpr std::size_t kLarge = std::size_t{256} << 20;
+  Stream stream(backend);
+  MemoryBlock pinned(backend, MemoryKind::pinned, kLarge);
+  MemoryBlock device(backend, MemoryKind::device, kLarge);
+  std::memset(pinned.data(), 1, kLarge);
+  const double large_us = time_enqueued(backend, stream.view(), 10, [&] {
+    backend.copy_async(device.data(), pinned.data(), kLarge, stream.view());
+  });
+  const double ceiling = time_enqueued(backend, stream.view(), 50, [&] {
+    backend.copy_async(device.data(), pinned.data(), kBytes, stream.view());
+  });
+  // The same copy of bytes the host has just written, as every frame's are: the DMA then reads
+  // lines that are still dirty in the CPU's caches.
+  std::vector<double> fresh;
+  Event copied(backend);
+  for (int r = 0; r < 20; ++r) {
+    auto* words = static_cast<std::uint32_t*>(static_cast<void*>(pinned.data()));
+    for (std::size_t i = 0; i < kBytes / 4; ++i)
+      words[i] = static_cast<std::uint32_t>(i * 2654435761u + static_cast<std::uint32_t>(r));
+    const auto start = Clock::now();
+    backend.copy_async(device.data(), pinned.data(), kBytes, stream.view());
+    backend.record_event(copied.native(), stream.view());
+    if (!backend.wait_event(copied.native(), kTimeout))
+      throw Error(ErrorCategory::timeout, "bench");
+    fresh.push_back(micros(Clock::now() - start));
+  }
+  const double fresh_us = median(std::move(fresh));
+  Config config;
+  config.arena_bytes = kBytes + (std::size_t{1} << 20);
+  config.upload_arena_bytes = std::size_t{1} << 20;
+  Coordinator coordinator(config, backend);
+  std::vector<double> t;
+  bool match = true;
+  for (int frame = 0; frame < 40; ++frame) {
+    coordinator.begin_frame();
+    auto span = coordinator.frame_alloc<std::uint32_t>(kBytes / 4);
+    for (std::size_t i = 0; i < span.size(); ++i)
+      span[i] = static_cast<std::uint32_t>(i * 2654435761u + static_cast<std::uint32_t>(frame));
+    coordinator.stage_for_upload(span);
+    const auto start = Clock::now();
+    const FrameTicket ticket = coordinator.end_frame();
+    ticket.wait(kTimeout);
+    if (frame >= 5) t.push_back(micros(Clock::now() - start));
+    if (frame == 39) {
+      std::vector<std::uint32_t> got(span.size());
+      backend.read_device(got.data(), coordinator.device_ptr(span), kBytes);
+      match = std::equal(got.begin(), got.end(), span.begin());
+    }
+  }
+  const double us = median(std::move(t));
+  const double gbps_large = static_cast<double>(kLarge) / large_us / 1e3;
+  const double gbps = static_cast<double>(kBytes) / us / 1e3;
+  fraction = gbps / gbps_large;
+  rows.push_back({"16 MiB staged (mirror)", "one contiguous copy (ceiling)", ceiling, ceiling});
+  rows.push_back({"16 MiB staged (mirror)", "same copy, bytes just written", fresh_us, ceiling});
+  rows.push_back({"16 MiB staged (mirror)", "framestage", us, ceiling});
+  std::printf(
+      "mirror: %.1f GB/s through framestage; pinned H2D %.1f GB/s (one 256 MiB copy): %.1f%%; "
+      "one copy of just-written bytes %.1f GB/s\n",
+      gbps, gbps_large, fraction * 100, static_cast<double>(kBytes) / fresh_us / 1e3);
+  return match;
+}
+
+// Host cost per item of frame_alloc + stage_for_upload, one thread.
+double measure_host_cost(Backend& backend) {
+  constexpr std::size_t kItemsPerFrame = 100'000;
+  struct Item {
+    float v[4];
+  };
+  Config config;
+  config.arena_bytes = std::size_t{8} << 20;
+  config.upload_arena_bytes = std::size_t{1} << 20;
+  config.max_uploads_per_frame = kItemsPerFrame;  // also sizes the lock-free staged-range list
+  Coordinator coordinator(config, backend);
+  std::vector<double> t;
+  for (int frame = 0; frame < 30; ++frame) {
+    coordinator.begin_frame();
+    const auto start = Clock::now();
+    for (std::size_t i = 0; i < kItemsPerFrame; ++i) {
+      auto item = coordinator.frame_alloc<Item>(1);
+      item[0].v[0] = static_cast<float>(i);
+      coordinator.stage_for_upload(item);
+    }
+    t.push_back(std::chrono::duration<double, std::nano>(Clock::now() - start).count() /
+                kItemsPerFrame);
+    coordinator.end_frame().wait(kTimeout);
+  }
+  return median(std::move(t));
+}
+
+// Host, copy and kernel stages of about the same length: the frame period with triple and with
+// single buffering, against the longest stage.
+void measure_pipeline(Backend& backend) {
+  constexpr std::size_t kBytes = std::size_t{8} << 20;
+  constexpr int kFrames = 200;
+  Stream stream(backend);
+  MemoryBlock pinned(backend, MemoryKind::pinned, kBytes);
+  MemoryBlock device(backend, MemoryKind::device, kBytes);
+  MemoryBlock sink(backend, MemoryKind::device, 64);
+  const double copy_us = time_enqueued(backend, stream.view(), 20, [&] {
+    backend.copy_async(device.data(), pinned.data(), kBytes, stream.view());
+  });
+  // The host stage writes the frame; it is padded to the copy's length if it is shorter.
+  const auto fill = [](std::span<std::uint32_t> span, int frame) {
+    for (std::size_t i = 0; i < span.size(); ++i)
+      span[i] = static_cast<std::uint32_t>(i + static_cast<std::size_t>(frame));
+  };
+  std::vector<double> fills;
+  {
+    std::vector<std::uint32_t> scratch(kBytes / 4);
+    for (int r = 0; r < 10; ++r) {
+      const auto start = Clock::now();
+      fill(std::span<std::uint32_t>(static_cast<std::uint32_t*>(static_cast<void*>(pinned.data())),
+                                    kBytes / 4),
+           r);
+      fills.push_back(micros(Clock::now() - start));
+    }
+  }
+  const double stage_us = std::max(median(fills), copy_us);
+  const auto stage_ns = static_cast<std::uint64_t>(stage_us * 1e3);
+
+  for (const std::uint32_t buffering : {3u, 1u}) {
+    Config config;
+    config.buffering = buffering;
+    config.arena_bytes = kBytes + (std::size_t{1} << 20);
+    config.upload_arena_bytes = std::size_t{1} << 20;
+    Coordinator coordinator(config, backend);
+    Clock::time_point start{};
+    Clock::time_point previous{};
+    std::vector<double> host_stages;
+    std::vector<double> periods;
+    for (int frame = 0; frame < kFrames + 10; ++frame) {
+      const auto now = Clock::now();
+      if (frame == 10) start = now;
+      if (frame > 10) periods.push_back(micros(now - previous));
+      previous = now;
+      coordinator.begin_frame();
+      const auto stage_start = Clock::now();
+      auto span = coordinator.frame_alloc<std::uint32_t>(kBytes / 4);
+      fill(span, frame);
+      while (micros(Clock::now() - stage_start) < stage_us) {
+      }
+      host_stages.push_back(micros(Clock::now() - stage_start));
+      coordinator.stage_for_upload(span);
+      const FrameTicket ticket = coordinator.end_frame();
+      launch_consume(coordinator.device_ptr(span), kBytes, stage_ns,
+                     static_cast<std::uint32_t*>(static_cast<void*>(sink.data())),
+                     ticket.stream().native());
+    }
+    coordinator.synchronize();
+    const double mean_period = micros(Clock::now() - start) / kFrames;
+    // The median frame-to-frame interval: the steady state, without the odd preempted frame.
+    const double period = median(std::move(periods));
+    // The host stage as it ran in the loop (filling pinned memory while DMA reads it can be
+    // slower than the calibration), so the ratio is against the longest stage that happened.
+    const double host_us = median(std::move(host_stages));
+    const double longest = std::max({host_us, copy_us, stage_us});
+    std::printf(
+        "pipeline, %s buffering: host %.0f us, copy %.0f us, kernel %.0f us per stage; "
+        "period %.0f us (median; mean %.0f us) = %.2f x the longest stage (sum of stages "
+        "%.0f us)\n",
+        buffering == 3 ? "triple" : "single", host_us, copy_us, stage_us, period, mean_period,
+        period / longest, host_us + copy_us + stage_us);
+  }
+}
+
+}  // namespace
+
+int run_gpu_measurements(Backend& backend, std::uint64_t seed) {
+  std::printf("\n== GPU measurements on %s\n", backend.describe().c_str());
+  std::vector<Row> rows;
+  bool ok = true;
+  ok &= measure_items(backend, 100'000, false, seed, rows);
+  ok &= measure_items(backend, 100'000, true, seed, rows);
+  ok &= measure_items(backend, 1'000, false, seed, rows);
+  double fraction = 0;
+  ok &= measure_mirror(backend, rows, fraction);
+  print_rows(rows);
+  std::printf("\nhost cost, frame_alloc + stage_for_upload: %.1f ns per item (one thread)\n",
+              measure_host_cost(backend));
+  measure_pipeline(backend);
+  std::printf("GPU measurements: contents checked: %s\n", ok ? "every byte matches" : "MISMATCH");
+  return ok ? 0 : 1;
+}
+
+}  // namespace framestage::bench
