@@ -43,3 +43,22 @@ void launch_consume(const void* data, std::size_t bytes, std::uint64_t duration_
 }
 
 }  // namespace framestage::bench
+
+namespace framestage::bench {
+
+void* allocate_write_combined(std::size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t status =
+      cudaHostAlloc(&p, bytes, cudaHostAllocWriteCombined | cudaHostAllocPortable);
+  if (status != cudaSuccess) {
+    throw Error(ErrorCategory::out_of_memory,
+                std::string("cudaHostAlloc (write-combined) failed: ") + cudaGetErrorName(status));
+  }
+  return p;
+}
+
+void free_write_combined(void* p) noexcept {
+  (void)cudaFreeHost(p);
+}
+
+}  // namespace framestage::bench

@@ -12,3 +12,9 @@ void launch_consume(const void* data, std::size_t bytes, std::uint64_t duration_
                     std::uint32_t* sink, void* stream);
 
 }  // namespace framestage::bench
+
+namespace framestage::bench {
+/// Write-combined pinned memory, for the diagnostic comparison in the mirror measurement.
+void* allocate_write_combined(std::size_t bytes);
+void free_write_combined(void* p) noexcept;
+}  // namespace framestage::bench

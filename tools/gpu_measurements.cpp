@@ -197,6 +197,33 @@ bool measure_mirror(Backend& backend, std::vector<Row>& rows, double& fraction) 
     fresh.push_back(micros(Clock::now() - start));
   }
   const double fresh_us = median(std::move(fresh));
+  // Diagnostic: the same just-written bytes split over concurrent copies on separate streams.
+  std::vector<double> split_us;
+  for (const int parts : {2, 4}) {
+    std::vector<Stream> streams;
+    std::vector<Event> events;
+    for (int p = 0; p < parts; ++p) {
+      streams.emplace_back(backend);
+      events.emplace_back(backend);
+    }
+    std::vector<double> t;
+    for (int r = 0; r < 20; ++r) {
+      auto* words = static_cast<std::uint32_t*>(static_cast<void*>(pinned.data()));
+      for (std::size_t i = 0; i < kBytes / 4; ++i)
+        words[i] = static_cast<std::uint32_t>(i * 2654435761u + static_cast<std::uint32_t>(r));
+      const auto start = Clock::now();
+      const std::size_t part = kBytes / static_cast<std::size_t>(parts);
+      for (int p = 0; p < parts; ++p) {
+        const std::size_t at = part * static_cast<std::size_t>(p);
+        backend.copy_async(device.data() + at, pinned.data() + at, part, streams[p].view());
+        backend.record_event(events[p].native(), streams[p].view());
+      }
+      for (int p = 0; p < parts; ++p)
+        (void)backend.wait_event(events[p].native(), kTimeout);
+      t.push_back(micros(Clock::now() - start));
+    }
+    split_us.push_back(median(std::move(t)));
+  }
   Config config;
   config.arena_bytes = kBytes + (std::size_t{1} << 20);
   config.upload_arena_bytes = std::size_t{1} << 20;
@@ -225,6 +252,28 @@ bool measure_mirror(Backend& backend, std::vector<Row>& rows, double& fraction) 
   fraction = gbps / gbps_large;
   rows.push_back({"16 MiB staged (mirror)", "one contiguous copy (ceiling)", ceiling, ceiling});
   rows.push_back({"16 MiB staged (mirror)", "same copy, bytes just written", fresh_us, ceiling});
+  {
+    void* wc = allocate_write_combined(kBytes);
+    std::vector<double> wc_us;
+    Event done(backend);
+    for (int r = 0; r < 20; ++r) {
+      auto* words = static_cast<std::uint32_t*>(wc);
+      for (std::size_t i = 0; i < kBytes / 4; ++i)
+        words[i] = static_cast<std::uint32_t>(i * 2654435761u + static_cast<std::uint32_t>(r));
+      const auto start = Clock::now();
+      backend.copy_async(device.data(), wc, kBytes, stream.view());
+      backend.record_event(done.native(), stream.view());
+      (void)backend.wait_event(done.native(), kTimeout);
+      wc_us.push_back(micros(Clock::now() - start));
+    }
+    free_write_combined(wc);
+    rows.push_back(
+        {"16 MiB staged (mirror)", "just written, write-combined", median(wc_us), ceiling});
+  }
+  rows.push_back(
+      {"16 MiB staged (mirror)", "just written, 2 concurrent copies", split_us[0], ceiling});
+  rows.push_back(
+      {"16 MiB staged (mirror)", "just written, 4 concurrent copies", split_us[1], ceiling});
   rows.push_back({"16 MiB staged (mirror)", "framestage", us, ceiling});
   std::printf(
       "mirror: %.1f GB/s through framestage; pinned H2D %.1f GB/s (one 256 MiB copy): %.1f%%; "
