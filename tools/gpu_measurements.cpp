@@ -43,6 +43,16 @@ double time_enqueued(Backend& backend, StreamView stream, int reps, F&& once) {
   return median(std::move(t));
 }
 
+// What the host writes into a frame's bytes: a different word everywhere, every frame.
+void fill_frame(std::span<std::uint32_t> words, int frame) {
+  for (std::size_t i = 0; i < words.size(); ++i)
+    words[i] = static_cast<std::uint32_t>(i * 2654435761u + static_cast<std::uint32_t>(frame));
+}
+
+std::span<std::uint32_t> as_words(void* bytes, std::size_t count) {
+  return {static_cast<std::uint32_t*>(bytes), count / sizeof(std::uint32_t)};
+}
+
 struct Items {
   std::vector<std::size_t> sizes;
   std::vector<std::size_t> offsets;  // into the destination buffer, in issue order
@@ -186,9 +196,7 @@ bool measure_mirror(Backend& backend, std::vector<Row>& rows, double& fraction) 
   std::vector<double> fresh;
   Event copied(backend);
   for (int r = 0; r < 20; ++r) {
-    auto* words = static_cast<std::uint32_t*>(static_cast<void*>(pinned.data()));
-    for (std::size_t i = 0; i < kBytes / 4; ++i)
-      words[i] = static_cast<std::uint32_t>(i * 2654435761u + static_cast<std::uint32_t>(r));
+    fill_frame(as_words(pinned.data(), kBytes), r);
     const auto start = Clock::now();
     backend.copy_async(device.data(), pinned.data(), kBytes, stream.view());
     backend.record_event(copied.native(), stream.view());
@@ -208,9 +216,7 @@ bool measure_mirror(Backend& backend, std::vector<Row>& rows, double& fraction) 
     }
     std::vector<double> t;
     for (int r = 0; r < 20; ++r) {
-      auto* words = static_cast<std::uint32_t*>(static_cast<void*>(pinned.data()));
-      for (std::size_t i = 0; i < kBytes / 4; ++i)
-        words[i] = static_cast<std::uint32_t>(i * 2654435761u + static_cast<std::uint32_t>(r));
+      fill_frame(as_words(pinned.data(), kBytes), r);
       const auto start = Clock::now();
       const std::size_t part = kBytes / static_cast<std::size_t>(parts);
       for (int p = 0; p < parts; ++p) {
@@ -233,8 +239,7 @@ bool measure_mirror(Backend& backend, std::vector<Row>& rows, double& fraction) 
   for (int frame = 0; frame < 40; ++frame) {
     coordinator.begin_frame();
     auto span = coordinator.frame_alloc<std::uint32_t>(kBytes / 4);
-    for (std::size_t i = 0; i < span.size(); ++i)
-      span[i] = static_cast<std::uint32_t>(i * 2654435761u + static_cast<std::uint32_t>(frame));
+    fill_frame(span, frame);
     coordinator.stage_for_upload(span);
     const auto start = Clock::now();
     const FrameTicket ticket = coordinator.end_frame();
@@ -257,9 +262,7 @@ bool measure_mirror(Backend& backend, std::vector<Row>& rows, double& fraction) 
     std::vector<double> wc_us;
     Event done(backend);
     for (int r = 0; r < 20; ++r) {
-      auto* words = static_cast<std::uint32_t*>(wc);
-      for (std::size_t i = 0; i < kBytes / 4; ++i)
-        words[i] = static_cast<std::uint32_t>(i * 2654435761u + static_cast<std::uint32_t>(r));
+      fill_frame(as_words(wc, kBytes), r);
       const auto start = Clock::now();
       backend.copy_async(device.data(), wc, kBytes, stream.view());
       backend.record_event(done.native(), stream.view());
@@ -323,20 +326,11 @@ void measure_pipeline(Backend& backend) {
     backend.copy_async(device.data(), pinned.data(), kBytes, stream.view());
   });
   // The host stage writes the frame; it is padded to the copy's length if it is shorter.
-  const auto fill = [](std::span<std::uint32_t> span, int frame) {
-    for (std::size_t i = 0; i < span.size(); ++i)
-      span[i] = static_cast<std::uint32_t>(i + static_cast<std::size_t>(frame));
-  };
   std::vector<double> fills;
-  {
-    std::vector<std::uint32_t> scratch(kBytes / 4);
-    for (int r = 0; r < 10; ++r) {
-      const auto start = Clock::now();
-      fill(std::span<std::uint32_t>(static_cast<std::uint32_t*>(static_cast<void*>(pinned.data())),
-                                    kBytes / 4),
-           r);
-      fills.push_back(micros(Clock::now() - start));
-    }
+  for (int r = 0; r < 10; ++r) {
+    const auto start = Clock::now();
+    fill_frame(as_words(pinned.data(), kBytes), r);
+    fills.push_back(micros(Clock::now() - start));
   }
   const double stage_us = std::max(median(fills), copy_us);
   const auto stage_ns = static_cast<std::uint64_t>(stage_us * 1e3);
@@ -359,7 +353,7 @@ void measure_pipeline(Backend& backend) {
       coordinator.begin_frame();
       const auto stage_start = Clock::now();
       auto span = coordinator.frame_alloc<std::uint32_t>(kBytes / 4);
-      fill(span, frame);
+      fill_frame(span, frame);
       while (micros(Clock::now() - stage_start) < stage_us) {
       }
       host_stages.push_back(micros(Clock::now() - stage_start));
