@@ -233,6 +233,24 @@ class FrameArenaTest : public ::testing::Test {
   HostBackend backend;
 };
 
+// One thread filling several arenas in turn (the frames of several coordinators) keeps a chunk
+// in each, instead of claiming a new chunk at every switch and wasting the arenas.
+TEST_F(FrameArenaTest, AThreadAlternatingBetweenArenasKeepsAChunkInEach) {
+  FrameArena a(backend, kChunked.capacity_bytes, OverflowPolicy::fail, "a", "-");
+  FrameArena b(backend, kChunked.capacity_bytes, OverflowPolicy::fail, "b", "-");
+  std::byte* previous_a = nullptr;
+  for (int i = 0; i < 500; ++i) {
+    std::byte* next_a = a.allocate(16, 16).host;
+    if (previous_a != nullptr) {
+      ASSERT_EQ(next_a, previous_a + 16) << "allocation " << i;
+    }
+    previous_a = next_a;
+    (void)b.allocate(16, 16);
+  }
+  EXPECT_LE(a.used_bytes(), FrameArena::kChunkBytes);
+  EXPECT_LE(b.used_bytes(), FrameArena::kChunkBytes);
+}
+
 // In an arena large enough for per-thread chunks, a thread's unused chunk bytes are not an
 // allocation: staging past what it was handed out stays misuse.
 TEST_F(FrameArenaTest, LocateRejectsTheUnusedRestOfTheCallersChunk) {

@@ -26,7 +26,10 @@ struct ArenaChunk {
   std::size_t next = 0;
   std::size_t end = 0;
 };
-inline thread_local ArenaChunk this_thread_arena_chunk{};
+/// A thread's chunks, one per arena it allocates from (up to this many arenas at a time, as
+/// when one thread fills the frames of several coordinators), indexed by the arena's epoch.
+inline constexpr std::size_t kThreadArenaChunks = 8;
+inline thread_local std::array<ArenaChunk, kThreadArenaChunks> this_thread_arena_chunks{};
 }  // namespace detail
 
 /// @brief A pinned block and the device block that mirrors it byte for byte.
@@ -79,7 +82,8 @@ class FrameArena {
     if (std::has_single_bit(alignment) && alignment <= kGranule && bytes - 1 < capacity_) {
       const std::size_t size = (bytes + kGranule - 1) & ~(kGranule - 1);
       // Small allocations come from a chunk this thread claimed, with no atomic operation.
-      detail::ArenaChunk& chunk = detail::this_thread_arena_chunk;
+      detail::ArenaChunk& chunk =
+          detail::this_thread_arena_chunks[epoch_ % detail::kThreadArenaChunks];
       if (chunk.epoch == epoch_ && size <= chunk.end - chunk.next) [[likely]] {
         const std::size_t offset = std::exchange(chunk.next, chunk.next + size);
         return {main_.host.data() + offset, main_.device.data() + offset};
@@ -117,7 +121,8 @@ class FrameArena {
         [[likely]] {
       const auto offset = static_cast<std::size_t>(p - main_.host.data());
       // In the calling thread's own chunk, only what it has handed out counts.
-      const detail::ArenaChunk& chunk = detail::this_thread_arena_chunk;
+      const detail::ArenaChunk& chunk =
+          detail::this_thread_arena_chunks[epoch_ % detail::kThreadArenaChunks];
       if (chunk.epoch == epoch_ && offset >= chunk.begin && offset < chunk.end &&
           offset + bytes > chunk.next) {
         return std::nullopt;
