@@ -26,10 +26,30 @@ struct ArenaChunk {
   std::size_t next = 0;
   std::size_t end = 0;
 };
-/// A thread's chunks, one per arena it allocates from (up to this many arenas at a time, as
-/// when one thread fills the frames of several coordinators), indexed by the arena's epoch.
-inline constexpr std::size_t kThreadArenaChunks = 8;
-inline thread_local std::array<ArenaChunk, kThreadArenaChunks> this_thread_arena_chunks{};
+/// The chunk a thread allocates from now: the one place the fast path looks.
+inline thread_local ArenaChunk this_thread_arena_chunk{};
+/// Chunks of other arenas the thread switched away from (as when one thread fills the frames of
+/// several coordinators), parked by epoch, so switching back does not claim a new chunk.
+inline constexpr std::size_t kParkedArenaChunks = 7;
+inline thread_local std::array<ArenaChunk, kParkedArenaChunks> this_thread_parked_arena_chunks{};
+
+/// Makes `chunk` the current chunk, parking the one it replaces if that belongs to another arena.
+inline void switch_arena_chunk(const ArenaChunk& chunk) {
+  ArenaChunk& current = this_thread_arena_chunk;
+  if (current.epoch != 0 && current.epoch != chunk.epoch) {
+    this_thread_parked_arena_chunks[current.epoch % kParkedArenaChunks] = current;
+  }
+  current = chunk;
+}
+
+/// Brings back the parked chunk of the arena at `epoch`, if there is one.
+inline bool resume_arena_chunk(std::uint64_t epoch) {
+  ArenaChunk& parked = this_thread_parked_arena_chunks[epoch % kParkedArenaChunks];
+  if (parked.epoch != epoch) return false;
+  const ArenaChunk chunk = std::exchange(parked, ArenaChunk{});
+  switch_arena_chunk(chunk);
+  return true;
+}
 }  // namespace detail
 
 /// @brief A pinned block and the device block that mirrors it byte for byte.
@@ -82,16 +102,16 @@ class FrameArena {
     if (std::has_single_bit(alignment) && alignment <= kGranule && bytes - 1 < capacity_) {
       const std::size_t size = (bytes + kGranule - 1) & ~(kGranule - 1);
       // Small allocations come from a chunk this thread claimed, with no atomic operation.
-      detail::ArenaChunk& chunk =
-          detail::this_thread_arena_chunks[epoch_ % detail::kThreadArenaChunks];
-      if (chunk.epoch == epoch_ && size <= chunk.end - chunk.next) [[likely]] {
+      detail::ArenaChunk& chunk = detail::this_thread_arena_chunk;
+      if ((chunk.epoch == epoch_ || detail::resume_arena_chunk(epoch_)) && chunk.epoch == epoch_ &&
+          size <= chunk.end - chunk.next) [[likely]] {
         const std::size_t offset = std::exchange(chunk.next, chunk.next + size);
         return {main_.host.data() + offset, main_.device.data() + offset};
       }
       if (size <= kChunkBytes / 4 && head_.load(std::memory_order_relaxed) < chunk_limit_) {
         const std::size_t offset = head_.fetch_add(kChunkBytes, std::memory_order_relaxed);
         if (offset + kChunkBytes <= capacity_) [[likely]] {
-          chunk = detail::ArenaChunk{epoch_, offset, offset + size, offset + kChunkBytes};
+          detail::switch_arena_chunk({epoch_, offset, offset + size, offset + kChunkBytes});
           return {main_.host.data() + offset, main_.device.data() + offset};
         }
         std::size_t expected = offset + kChunkBytes;
@@ -121,8 +141,8 @@ class FrameArena {
         [[likely]] {
       const auto offset = static_cast<std::size_t>(p - main_.host.data());
       // In the calling thread's own chunk, only what it has handed out counts.
-      const detail::ArenaChunk& chunk =
-          detail::this_thread_arena_chunks[epoch_ % detail::kThreadArenaChunks];
+      // (A chunk the thread parked for another arena is not checked: the test is looser there.)
+      const detail::ArenaChunk& chunk = detail::this_thread_arena_chunk;
       if (chunk.epoch == epoch_ && offset >= chunk.begin && offset < chunk.end &&
           offset + bytes > chunk.next) {
         return std::nullopt;
