@@ -213,6 +213,13 @@ struct Coordinator::Impl {
 
   SlotArenas& current() { return slots[slot]; }
 
+  // One upload's descriptor and payload; a large one tells end_frame to scan before copying.
+  std::byte* reserve_upload(void* device_dst, std::size_t bytes) {
+    if (bytes >= config.direct_copy_threshold_bytes)
+      large_uploads.store(true, std::memory_order_relaxed);
+    return current().uploads->reserve(address(device_dst), bytes);
+  }
+
   Config config;
   Backend* backend;
   std::vector<SlotArenas> slots;  // declared before the scheduler: freed after it has drained
@@ -308,15 +315,12 @@ void Coordinator::upload_bytes(void* device_dst, const void* src, std::size_t by
                      " bytes");
   if (bytes == 0) return;
   FRAMESTAGE_EXPECTS(src != nullptr, misuse, "upload: null source for ", bytes, " bytes");
-  UploadArena& uploads = *m.current().uploads;
-  if (bytes >= m.config.direct_copy_threshold_bytes)
-    m.large_uploads.store(true, std::memory_order_relaxed);
   // Descriptors hold 32-bit lengths: larger uploads travel as consecutive pieces.
   auto* dst = static_cast<std::byte*>(device_dst);
   const auto* from = static_cast<const std::byte*>(src);
   while (bytes > 0) {
     const std::size_t piece = std::min(bytes, UploadArena::kMaxReservationBytes);
-    std::memcpy(uploads.reserve(address(dst), piece), from, piece);
+    std::memcpy(m.reserve_upload(dst, piece), from, piece);
     dst += piece;
     from += piece;
     bytes -= piece;
@@ -333,9 +337,7 @@ std::byte* Coordinator::reserve_upload_bytes(void* device_dst, std::size_t count
                      "reserve_upload: count must be > 0 and its bytes at most ",
                      UploadArena::kMaxReservationBytes, ", got ", count, " elements of ",
                      count == 0 ? 0 : bytes / count, " bytes");
-  if (bytes >= m.config.direct_copy_threshold_bytes)
-    m.large_uploads.store(true, std::memory_order_relaxed);
-  return m.current().uploads->reserve(address(device_dst), bytes);
+  return m.reserve_upload(device_dst, bytes);
 }
 
 FrameTicket Coordinator::end_frame() {

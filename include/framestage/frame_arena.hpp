@@ -103,7 +103,7 @@ class FrameArena {
       const std::size_t size = (bytes + kGranule - 1) & ~(kGranule - 1);
       // Small allocations come from a chunk this thread claimed, with no atomic operation.
       detail::ArenaChunk& chunk = detail::this_thread_arena_chunk;
-      if ((chunk.epoch == epoch_ || detail::resume_arena_chunk(epoch_)) && chunk.epoch == epoch_ &&
+      if ((chunk.epoch == epoch_ || detail::resume_arena_chunk(epoch_)) &&
           size <= chunk.end - chunk.next) [[likely]] {
         const std::size_t offset = std::exchange(chunk.next, chunk.next + size);
         return {main_.host.data() + offset, main_.device.data() + offset};

@@ -51,7 +51,7 @@ struct TransferPlan {
   /// What small uploads used; UploadStrategy::automatic when the frame had none.
   UploadStrategy strategy = UploadStrategy::automatic;
 
-  std::size_t staged_ranges = 0;       ///< stage_for_upload calls
+  std::size_t staged_ranges = 0;       ///< staged ranges planned (adjacent spans arrive as one)
   std::size_t uploads = 0;             ///< upload calls
   std::size_t superseded_uploads = 0;  ///< dropped: a later upload wrote all their bytes
   std::size_t merged_overlaps = 0;     ///< overlapping uploads combined on the host
