@@ -2,6 +2,7 @@
 #include <framestage/transfer_planner.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <utility>
 
@@ -48,9 +49,16 @@ void TransferPlanner::start(const PlannerInput& input) {
   plan_.staged_ranges = input.staged.size();
 }
 
-// The one pass every frame pays: do destinations ascend without overlap in issue order, and is
-// any upload large enough for a copy of its own? Written without branches on the data.
-TransferPlanner::Scan TransferPlanner::scan(const BlockViews& blocks, std::size_t count) {
+// Do destinations ascend without overlap in issue order, and is any upload large enough for a
+// copy of its own? The reservations usually proved it already; otherwise one pass over the
+// descriptors, written without branches on the data.
+TransferPlanner::Scan TransferPlanner::scan(const UploadArena& uploads, const BlockViews& blocks,
+                                            std::size_t count) {
+  if (const auto proven = uploads.proven_order()) {
+    plan_.uploads = blocks[0].descriptors;
+    plan_.scattered_bytes = proven->bytes;
+    return {true, proven->largest >= config_.direct_copy_threshold_bytes};
+  }
   bool ascending = true;
   bool any_large = false;
   std::uint64_t previous_end = 0;
@@ -90,7 +98,7 @@ const TransferPlan* TransferPlanner::plan_early(const PlannerInput& input) {
 const TransferPlan& TransferPlanner::finish_early(const PlannerInput& input) {
   BlockViews blocks{};
   blocks[0] = input.uploads->block(0);
-  const Scan found = scan(blocks, 1);
+  const Scan found = scan(*input.uploads, blocks, 1);
   if (!found.ascending) resolve_overlaps(input, blocks, 1);
   if (found.any_large) add_direct_copies(blocks, 1, false);  // only if the hint was wrong
   if (plan_.superseded_uploads + plan_.merged_overlaps > 0 || found.any_large) {
@@ -111,7 +119,7 @@ const TransferPlan& TransferPlanner::plan(const PlannerInput& input) {
   const std::size_t block_count = input.uploads->block_count();
   for (std::size_t b = 0; b < block_count; ++b)
     blocks[b] = input.uploads->block(b);
-  const auto [ascending, any_large] = scan(blocks, block_count);
+  const auto [ascending, any_large] = scan(*input.uploads, blocks, block_count);
 
   if (!ascending) resolve_overlaps(input, blocks, block_count);
   const bool all_direct = config_.strategy == UploadStrategy::direct;
@@ -268,24 +276,33 @@ void TransferPlanner::add_upload_copies(const UploadArena::BlockView& block, std
                                         std::size_t& hole) {
   const std::size_t n = block.descriptors;
   const std::size_t payload = block.payload_bytes;
-  const std::size_t chunks = std::clamp<std::size_t>(
-      (payload + config_.pipeline_chunk_bytes - 1) / config_.pipeline_chunk_bytes, 1,
-      std::min<std::size_t>(Config::kMaxPipelineChunks, n));
   const auto* device_table = reinterpret_cast<const TransferDescriptor*>(block.device_split) - n;
 
-  // Chunk k holds the uploads whose payloads start in the k-th equal share of the payload area;
-  // payload positions ascend with issue order, so each chunk is a run of issue indices and of
-  // bytes. The first chunk's copy carries the descriptor table, which lies just below it.
+  // Chunk starts, as payload offsets, counted back from the end: the last chunk holds
+  // pipeline_chunk_bytes, each earlier one kPipelineChunkGrowth times more, and the first the
+  // rest, which is kept at least as large as the chunk after it.
+  std::array<std::size_t, Config::kMaxPipelineChunks> starts{};
+  std::size_t chunks = 1;
+  const std::size_t most = std::min<std::size_t>(Config::kMaxPipelineChunks, n);
+  for (std::size_t size = config_.pipeline_chunk_bytes, end = payload;
+       chunks < most && size <= end / 2; size *= Config::kPipelineChunkGrowth, ++chunks) {
+    end -= size;
+    starts[chunks] = end;  // reversed below; starts[0] = 0 is the first chunk
+  }
+  std::reverse(starts.begin() + 1, starts.begin() + static_cast<std::ptrdiff_t>(chunks));
+
+  // Chunk k holds the uploads whose payloads start in [starts[k], starts[k + 1]); payload
+  // positions ascend with issue order, so each chunk is a run of issue indices and of bytes.
+  // The first chunk's copy carries the descriptor table, which lies just below it.
   std::size_t first = 0;
   for (std::size_t k = 0; k < chunks; ++k) {
     std::size_t last = n;
     if (k + 1 < chunks) {
-      const std::size_t boundary = payload / chunks * (k + 1);
       std::size_t lo = first;
       std::size_t hi = n;
       while (lo < hi) {
         const std::size_t mid = lo + (hi - lo) / 2;
-        if (payload_offset(issued(block, mid)) < boundary) {
+        if (payload_offset(issued(block, mid)) < starts[k + 1]) {
           lo = mid + 1;
         } else {
           hi = mid;

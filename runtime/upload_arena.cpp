@@ -86,6 +86,52 @@ std::byte* UploadArena::reserve_slow(std::uint64_t target, std::size_t bytes) {
   return block.write(block.descriptors++, 0, target, bytes);
 }
 
+void UploadArena::note_run_slow(std::uint64_t index, std::uint64_t target, std::size_t bytes) {
+  detail::UploadRunCursor& cursor = detail::this_thread_upload_run;
+  if (cursor.epoch == epoch_ && cursor.run->next == index) {
+    // Consecutive reservations whose targets stepped back: not ascending, whatever else holds.
+    unproven_.store(true, std::memory_order_relaxed);
+  } else {
+    // Another thread reserved since our last call (or this is our first): a new run, which
+    // proven_order() checks against its neighbours.
+    const std::size_t i = run_count_.fetch_add(1, std::memory_order_relaxed);
+    if (i >= kMaxRuns) {
+      unproven_.store(true, std::memory_order_relaxed);
+      // Later reservations of this thread extend a run nobody reads.
+      static thread_local detail::UploadRun unread;
+      cursor = {epoch_, &unread};
+    } else {
+      cursor = {epoch_, &runs_[i]};
+    }
+  }
+  *cursor.run = {index, index + 1, target, target + bytes, bytes, bytes};
+}
+
+std::optional<UploadArena::ProvenOrder> UploadArena::proven_order() const {
+  if (unproven_.load(std::memory_order_relaxed) || overflowed()) return std::nullopt;
+  const std::size_t count = std::min(run_count_.load(std::memory_order_relaxed), kMaxRuns);
+  std::array<const detail::UploadRun*, kMaxRuns> runs{};
+  for (std::size_t i = 0; i < count; ++i)
+    runs[i] = &runs_[i];
+  const auto by_first = [](const detail::UploadRun* a, const detail::UploadRun* b) {
+    return a->first < b->first;
+  };
+  std::sort(runs.begin(), runs.begin() + static_cast<std::ptrdiff_t>(count), by_first);
+  ProvenOrder order{0, 0};
+  std::uint64_t next = 0;
+  std::uint64_t end = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    const detail::UploadRun& r = *runs[i];
+    if (r.first != next || r.first_target < end) return std::nullopt;
+    next = r.next;
+    end = r.end;
+    order.bytes += r.bytes;
+    order.largest = std::max(order.largest, r.largest);
+  }
+  if (next != block(0).descriptors) return std::nullopt;
+  return order;
+}
+
 UploadArena::BlockView UploadArena::view(const Block& b, std::size_t descriptors,
                                          std::uint64_t granules) const {
   const std::size_t table_bytes = b.descriptor_capacity * sizeof(TransferDescriptor);
@@ -142,6 +188,10 @@ ArenaResize UploadArena::reset(std::size_t base_payload_bytes, std::size_t base_
     overflow_count_.store(0, std::memory_order_release);
   }
   head_.store(0, std::memory_order_relaxed);
+  // A fresh epoch invalidates every thread's run of earlier frames, of any arena.
+  epoch_ = next_epoch_.fetch_add(1, std::memory_order_relaxed);
+  run_count_.store(0, std::memory_order_relaxed);
+  unproven_.store(false, std::memory_order_relaxed);
   if (!resize) return ArenaResize::none;
   return payload.resize == ArenaResize::grew || table.resize == ArenaResize::grew
              ? ArenaResize::grew

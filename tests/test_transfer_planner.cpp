@@ -844,8 +844,8 @@ INSTANTIATE_TEST_SUITE_P(Strategies, ZeroCopyTest,
 struct PipelineCase {
   const char* name;
   std::size_t uploads;
-  std::size_t bytes;   // each
-  std::size_t chunks;  // with pipeline_chunk_bytes = 4096
+  std::size_t bytes;                       // each
+  std::vector<std::size_t> chunk_uploads;  // uploads per chunk, with pipeline_chunk_bytes 4096
 };
 void PrintTo(const PipelineCase& c, std::ostream* out) {
   *out << c.name;
@@ -874,29 +874,28 @@ TEST_P(PipelineTest, EachChunkIsScatteredAfterItsOwnCopy) {
   const auto block = uploads->block(0);
   ASSERT_EQ(block.payload_bytes, c.uploads * padded(c.bytes));
   EXPECT_EQ(p.strategy, UploadStrategy::copy_scatter);
-  EXPECT_EQ(p.pipeline_chunks, c.chunks);
-  ASSERT_EQ(p.scatters.size(), c.chunks);
-  ASSERT_EQ(p.staging_copies.size(), c.chunks) << "one copy per chunk";
+  const std::size_t chunks = c.chunk_uploads.size();
+  EXPECT_EQ(p.pipeline_chunks, chunks);
+  ASSERT_EQ(p.scatters.size(), chunks);
+  ASSERT_EQ(p.staging_copies.size(), chunks) << "one copy per chunk";
   // The first copy starts with the table; the copies then walk up the payloads without a gap,
   // and the chunks' descriptors follow one another in issue order (down the table).
   EXPECT_EQ(p.staging_copies.front().dst, block.device_split - block.table_bytes());
   const auto* below = reinterpret_cast<const TransferDescriptor*>(block.device_split);
   const std::byte* copied_to = block.device_split - block.table_bytes();
-  const std::size_t share = block.payload_bytes / c.chunks;
-  for (std::size_t k = 0; k < c.chunks; ++k) {
+  for (std::size_t k = 0; k < chunks; ++k) {
     SCOPED_TRACE("chunk " + std::to_string(k));
     const CopyOp& copy = p.staging_copies[k];
     const ScatterOp& op = p.scatters[k];
     EXPECT_EQ(op.after_copies, k + 1) << "waits for its own copy, not for later ones";
     EXPECT_EQ(op.staging, block.device_split);
-    EXPECT_GT(op.count, 0u);
+    EXPECT_EQ(op.count, c.chunk_uploads[k]);
     EXPECT_EQ(op.table + op.count, below);
     below = op.table;
     EXPECT_EQ(copy.dst, copied_to);
     copied_to = static_cast<const std::byte*>(copy.dst) + copy.bytes;
-    const std::size_t payload = copy.bytes - (k == 0 ? block.table_bytes() : 0);
-    EXPECT_LE(payload, share + padded(c.bytes)) << "about pipeline_chunk_bytes each";
-    EXPECT_GE(payload + padded(c.bytes), share) << "about pipeline_chunk_bytes each";
+    EXPECT_EQ(copy.bytes,
+              c.chunk_uploads[k] * padded(c.bytes) + (k == 0 ? block.table_bytes() : 0));
   }
   EXPECT_EQ(below, reinterpret_cast<const TransferDescriptor*>(block.device_split) - c.uploads);
   EXPECT_EQ(copied_to, block.device_split + block.payload_bytes);
@@ -904,14 +903,21 @@ TEST_P(PipelineTest, EachChunkIsScatteredAfterItsOwnCopy) {
   EXPECT_TRUE(same_bytes(read(dst, expected.size()), expected));
 }
 
+// Chunks are cut back from the end of the payload: 4096 B, then 8x that, ..., while the first
+// chunk keeps at least as many bytes as the one after it; an upload belongs to the chunk its
+// payload starts in.
 const PipelineCase kPipelineCases[] = {
-    {"HundredUploadsOf256Bytes", 100, 256, 7},   // 25600 B: ceil(6.25)
-    {"AtMostKMaxPipelineChunks", 100, 1024, 8},  // 102400 B would be 25 chunks
-    {"AtMostOneChunkPerUpload", 3, 16384, 3},    // 48 KiB would be 12 chunks
-    {"OneUploadPerChunk", 5, 4000, 5},           // chunk boundaries fall on uploads
-    {"ExactlyOneChunkOfPayload", 16, 256, 1},    // 4096 B
-    {"OneGranuleMoreThanAChunk", 257, 1, 2},     // 4112 B
-    {"SmallFrameIsOneChunk", 10, 100, 1},        // 1120 B
+    {"LastChunkThenTheRest", 100, 256, {84, 16}},  // 25600 B: 21504 + 4096
+    {"ChunksGrowEightfoldBackward",
+     600,
+     1024,
+     {308, 256, 32, 4}},                                    // 315392 + 262144 + 32768 + 4096
+    {"TwiceTheLastChunkIsTwoChunks", 512, 16, {256, 256}},  // 8192 B
+    {"UnderTwiceTheLastChunkIsOneChunk", 257, 1, {257}},    // 4112 B
+    {"BoundaryInsideAnUpload", 5, 4000, {4, 1}},         // cut at 15904: upload 4 starts at 16000
+    {"ChunkStartingNoUploadIsDropped", 2, 200000, {2}},  // cut at 395904: both start before
+    {"ExactlyOneChunkOfPayload", 16, 256, {16}},         // 4096 B
+    {"SmallFrameIsOneChunk", 10, 100, {10}},             // 1120 B
 };
 
 std::string pipeline_name(
@@ -961,7 +967,7 @@ TEST_F(PlannerTest, DirectPayloadsAreLeftOutOfTheChunkCopies) {
   EXPECT_EQ(sorted_copies(p.direct_copies), sorted_copies(direct))
       << "direct payloads are read from pinned memory";
   EXPECT_EQ(p.scattered_bytes, scattered);
-  EXPECT_EQ(p.pipeline_chunks, Config::kMaxPipelineChunks);
+  EXPECT_EQ(p.pipeline_chunks, 2u) << "35776 B of payload: 31680 + the last 4096";
   const std::vector<Entry> after = issued_descriptors();
   ASSERT_EQ(after.size(), kUploads);
   for (std::size_t i = 0; i < kUploads; ++i) {
@@ -1633,8 +1639,8 @@ TEST_P(FinishEarlyPipelineTest, ChunksWaitForTheResentTableOnlyIfItChanged) {
   if (overlap) send(10, 100, 100);  // inside upload 0: combined with it
   const TransferPlan* p = execute_early(false);
   ASSERT_NE(p, nullptr);
-  EXPECT_EQ(p->pipeline_chunks, 7u);
-  ASSERT_EQ(p->scatters.size(), 7u);
+  EXPECT_EQ(p->pipeline_chunks, 2u);  // 25600 B of payload: 21504 + the last 4096
+  ASSERT_EQ(p->scatters.size(), 2u);
   EXPECT_EQ(p->merged_overlaps, overlap ? 1u : 0u);
   EXPECT_EQ(resends_table(*p), overlap);
   for (std::size_t k = 0; k < p->scatters.size(); ++k) {

@@ -49,9 +49,12 @@ struct Config {
   std::size_t zero_copy_max_bytes = std::size_t{64} << 10;
   /// Staged ranges closer than this are copied as one range, gap included.
   std::size_t merge_gap_bytes = std::size_t{64} << 10;
-  /// Copy-and-scatter frames are copied in chunks of about this many payload bytes, and each
-  /// chunk's scatter runs while the next chunk is on the wire (up to kMaxPipelineChunks chunks).
-  std::size_t pipeline_chunk_bytes = std::size_t{2} << 20;
+  /// Copy-and-scatter frames are copied in chunks, and each chunk's scatter runs while the next
+  /// chunk is on the wire. The last chunk holds about this many payload bytes and each earlier
+  /// one kPipelineChunkGrowth times as many (the first takes the rest; at most
+  /// kMaxPipelineChunks): only the last, small chunk's scatter is left once the copies end, and
+  /// few copies are enqueued.
+  std::size_t pipeline_chunk_bytes = std::size_t{256} << 10;
   /// How small uploads travel; `automatic` lets the planner choose.
   UploadStrategy strategy = UploadStrategy::automatic;
   /// What an allocation that does not fit does.
@@ -64,6 +67,9 @@ struct Config {
 
   static constexpr std::uint32_t kMaxBuffering = 8;
   static constexpr std::uint32_t kMaxPipelineChunks = 8;
+  /// A scatter moves bytes over 5x faster than PCIe, so chunk k's scatter ends before chunk
+  /// k + 1 (an eighth of its size) has landed.
+  static constexpr std::size_t kPipelineChunkGrowth = 8;
 
   /// @brief Checks every member: buffering 1..8, arena_bytes 4 KiB..1 TiB, upload_arena_bytes
   /// 4 KiB..64 GiB, max_uploads_per_frame 1..2^26, pipeline_chunk_bytes >= 4 KiB, device >= 0,

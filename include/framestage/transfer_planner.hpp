@@ -81,13 +81,15 @@ struct PlannerInput {
 /// last wins (one that is covered entirely is dropped; partial overlaps are combined on the host
 /// into one direct copy); uploads of at least `direct_copy_threshold_bytes` (all of them under
 /// UploadStrategy::direct) become direct copies; the rest are scattered, reading upload staging
-/// after one coalesced copy per upload block (in chunks of about `pipeline_chunk_bytes`, each
-/// scattered as soon as it lands), or the pinned blocks in place (zero-copy) when their total is
-/// at most `zero_copy_max_bytes`. Staged ranges are merged into copies wherever they touch,
-/// overlap or lie closer than `merge_gap_bytes`.
+/// after one coalesced copy per upload block (in chunks that shrink toward the end, the last of
+/// about `pipeline_chunk_bytes`, each scattered as soon as it lands), or the pinned blocks in
+/// place (zero-copy) when their total is at most `zero_copy_max_bytes`. Staged ranges are merged
+/// into copies wherever they touch, overlap or lie closer than `merge_gap_bytes`.
 ///
-/// Cost: one pass over the descriptors when destinations ascend in issue order; a sort of them
-/// when they do not. Dropped descriptors stay in the table with 0 bytes, so nothing is moved.
+/// Cost: nothing per descriptor when the upload arena proves that destinations ascend in issue
+/// order (UploadArena::proven_order); one pass over the descriptors when they ascend otherwise;
+/// a sort of them when they do not. Dropped descriptors stay in the table with 0 bytes, so nothing
+/// is moved.
 ///
 /// **Thread safety:** one frame at a time, on the owner thread, with no allocation in flight.
 class TransferPlanner {
@@ -126,7 +128,7 @@ class TransferPlanner {
     bool ascending;
     bool any_large;
   };
-  Scan scan(const BlockViews& blocks, std::size_t count);
+  Scan scan(const UploadArena& uploads, const BlockViews& blocks, std::size_t count);
   void start(const PlannerInput& input);
   void resolve_overlaps(const PlannerInput& input, const BlockViews& blocks, std::size_t count);
   void sort_by_target(std::size_t n);

@@ -12,9 +12,32 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 
 namespace framestage {
+
+namespace detail {
+
+/// Consecutive reservations of one thread in one upload arena's main block: issue indices
+/// [first, next), with targets that ascend without overlap from `first_target` to `end`.
+struct alignas(64) UploadRun {
+  std::uint64_t first = 0;
+  std::uint64_t next = 0;
+  std::uint64_t first_target = 0;
+  std::uint64_t end = 0;
+  std::size_t bytes = 0;
+  std::size_t largest = 0;
+};
+
+/// The run this thread extends, valid while `epoch` is its arena's.
+struct UploadRunCursor {
+  std::uint64_t epoch = 0;
+  UploadRun* run = nullptr;
+};
+inline thread_local UploadRunCursor this_thread_upload_run{};
+
+}  // namespace detail
 
 /// @brief Reserves upload descriptors and their payloads, lock-free, in issue order.
 ///
@@ -63,6 +86,7 @@ class UploadArena {
              (head & kGranuleMask) + granules <= main_.payload_granules) {
         if (head_.compare_exchange_weak(head, head + (std::uint64_t{1} << kCountShift) + granules,
                                         std::memory_order_relaxed)) [[likely]] {
+          note_run(head >> kCountShift, target, bytes);
           return main_.write(head >> kCountShift, head & kGranuleMask, target, bytes);
         }
       }
@@ -89,6 +113,23 @@ class UploadArena {
     return 1 + overflow_count_.load(std::memory_order_acquire);
   }
   [[nodiscard]] BlockView block(std::size_t index) const;
+
+  /// @brief What the reservations themselves prove about the main block, so that nobody reads
+  /// its table to learn it.
+  struct ProvenOrder {
+    std::size_t bytes;    ///< reserved bytes, unrounded
+    std::size_t largest;  ///< the largest reservation
+  };
+  /// @brief Returns the main block's totals if its destinations are known to ascend without
+  /// overlap in issue order. Each thread's consecutive reservations form a run (a thread
+  /// sweeping a state array makes one); the frame is proven when every run's targets ascend and
+  /// the runs, in issue order, follow one another in address order too. std::nullopt when that
+  /// does not hold or is not known: targets stepped back, more than kMaxRuns runs (threads
+  /// interleaving call by call), or overflow blocks in use. Owner thread, after the frame's
+  /// reservations.
+  [[nodiscard]] std::optional<ProvenOrder> proven_order() const;
+  /// Runs of reservations the arena keeps track of per frame (about one per reserving thread).
+  static constexpr std::size_t kMaxRuns = 256;
 
   /// @brief Descriptors reserved this frame, over all blocks.
   [[nodiscard]] std::size_t descriptor_count() const;
@@ -135,6 +176,22 @@ class UploadArena {
     }
   };
 
+  // One compare and four stores in the common case: the thread extends its own run.
+  void note_run(std::uint64_t index, std::uint64_t target, std::size_t bytes) {
+    const detail::UploadRunCursor& cursor = detail::this_thread_upload_run;
+    if (cursor.epoch == epoch_) [[likely]] {
+      detail::UploadRun& run = *cursor.run;
+      if (run.next == index && target >= run.end) [[likely]] {
+        run.next = index + 1;
+        run.end = target + bytes;
+        run.bytes += bytes;
+        run.largest = bytes > run.largest ? bytes : run.largest;
+        return;
+      }
+    }
+    note_run_slow(index, target, bytes);
+  }
+  void note_run_slow(std::uint64_t index, std::uint64_t target, std::size_t bytes);
   std::byte* reserve_slow(std::uint64_t target, std::size_t bytes);
   Block make_block(std::size_t payload_bytes, std::size_t descriptors);
   [[nodiscard]] BlockView view(const Block& b, std::size_t descriptors,
@@ -149,6 +206,11 @@ class UploadArena {
   std::atomic<std::size_t> overflow_count_{0};
   detail::CapacityTracker payload_growth_;
   detail::CapacityTracker descriptor_growth_;
+  static inline std::atomic<std::uint64_t> next_epoch_{1};
+  std::uint64_t epoch_ = next_epoch_.fetch_add(1, std::memory_order_relaxed);  // per frame
+  std::array<detail::UploadRun, kMaxRuns> runs_{};
+  std::atomic<std::size_t> run_count_{0};
+  std::atomic<bool> unproven_{false};  // a run broke, or there were too many
 };
 
 }  // namespace framestage

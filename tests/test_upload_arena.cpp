@@ -1,0 +1,189 @@
+// UploadArena::proven_order: what the reservations prove about a frame's destinations, so that
+// the planner need not read the descriptor table. A wrong "proven" would skip overlap resolution
+// and let the scatter write overlapping targets in any order.
+#include <framestage/error.hpp>
+#include <framestage/host_backend.hpp>
+#include <framestage/upload_arena.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <optional>
+#include <thread>
+#include <vector>
+
+namespace framestage {
+namespace {
+
+constexpr std::size_t kPayloadBytes = std::size_t{1} << 20;
+constexpr std::size_t kDescriptors = 4096;
+constexpr std::uint64_t kBase = 0x10000;  // targets are plain numbers: nothing is copied here
+
+class UploadArenaOrderTest : public ::testing::Test {
+ protected:
+  UploadArena make(OverflowPolicy policy = OverflowPolicy::fail,
+                   std::size_t payload = kPayloadBytes, std::size_t descriptors = kDescriptors) {
+    return UploadArena(backend, payload, descriptors, policy);
+  }
+  static void reserve(UploadArena& a, std::uint64_t target, std::size_t bytes) {
+    (void)a.reserve(target, bytes);
+  }
+  // `count` reservations of `bytes` each, `stride` apart, from `first`.
+  static void sweep(UploadArena& a, std::uint64_t first, std::size_t count, std::size_t bytes,
+                    std::size_t stride) {
+    for (std::size_t i = 0; i < count; ++i)
+      reserve(a, first + i * stride, bytes);
+  }
+  // Runs `f` on a thread of its own and waits for it: a thread other than the test's.
+  template <class F>
+  static void on_other_thread(F&& f) {
+    std::thread t(std::forward<F>(f));
+    t.join();
+  }
+
+  HostBackend backend;
+};
+
+TEST_F(UploadArenaOrderTest, AnEmptyFrameIsProvenWithNothingInIt) {
+  UploadArena a = make();
+  const auto order = a.proven_order();
+  ASSERT_TRUE(order.has_value());
+  EXPECT_EQ(order->bytes, 0u);
+  EXPECT_EQ(order->largest, 0u);
+}
+
+TEST_F(UploadArenaOrderTest, OneThreadSweepingUpIsProvenWithExactTotals) {
+  UploadArena a = make();
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < 1000; ++i) {
+    const std::size_t bytes = 1 + (i * 37) % 250;  // not granule multiples: totals are unrounded
+    reserve(a, kBase + i * 512, bytes);
+    total += bytes;
+  }
+  const auto order = a.proven_order();
+  ASSERT_TRUE(order.has_value());
+  EXPECT_EQ(order->bytes, total);
+  EXPECT_EQ(order->largest, 250u);
+}
+
+TEST_F(UploadArenaOrderTest, AdjacentTargetsAreProvenOverlappingOnesAreNot) {
+  UploadArena touching = make();
+  reserve(touching, kBase, 100);
+  reserve(touching, kBase + 100, 100);  // starts where the last ended
+  EXPECT_TRUE(touching.proven_order().has_value());
+
+  UploadArena overlapping = make();
+  reserve(overlapping, kBase, 100);
+  reserve(overlapping, kBase + 99, 100);  // one byte written twice
+  EXPECT_FALSE(overlapping.proven_order().has_value());
+
+  UploadArena same = make();
+  reserve(same, kBase, 100);
+  reserve(same, kBase, 100);
+  EXPECT_FALSE(same.proven_order().has_value());
+}
+
+TEST_F(UploadArenaOrderTest, ASteppingBackSweepIsNotProvenEvenWithoutOverlap) {
+  UploadArena a = make();
+  sweep(a, kBase + 4096, 10, 16, 64);
+  reserve(a, kBase, 16);  // below everything: no overlap, but out of order
+  EXPECT_FALSE(a.proven_order().has_value());
+}
+
+TEST_F(UploadArenaOrderTest, ThreadsTakingTurnsInAddressOrderAreProven) {
+  UploadArena a = make();
+  sweep(a, kBase, 100, 32, 64);
+  on_other_thread([&] { sweep(a, kBase + 100 * 64, 100, 48, 64); });
+  sweep(a, kBase + 200 * 64, 100, 16, 64);  // the test thread again: a second run of its own
+  const auto order = a.proven_order();
+  ASSERT_TRUE(order.has_value());
+  EXPECT_EQ(order->bytes, 100u * (32 + 48 + 16));
+  EXPECT_EQ(order->largest, 48u);
+}
+
+TEST_F(UploadArenaOrderTest, ThreadsTakingTurnsOutOfAddressOrderAreNotProven) {
+  UploadArena a = make();
+  sweep(a, kBase + 100 * 64, 100, 32, 64);
+  on_other_thread([&] { sweep(a, kBase, 100, 32, 64); });  // later in issue order, lower targets
+  EXPECT_FALSE(a.proven_order().has_value());
+}
+
+TEST_F(UploadArenaOrderTest, ATurnThatOverlapsThePreviousOneIsNotProven) {
+  UploadArena a = make();
+  sweep(a, kBase, 10, 64, 64);
+  on_other_thread([&] { reserve(a, kBase + 9 * 64 + 63, 8); });  // into the last byte
+  EXPECT_FALSE(a.proven_order().has_value());
+}
+
+TEST_F(UploadArenaOrderTest, ThreadsInterleavingCallByCallAreProvenWhileTheyAscend) {
+  UploadArena a = make();
+  for (std::size_t i = 0; i < 6; i += 2) {
+    reserve(a, kBase + i * 64, 64);
+    on_other_thread([&] { reserve(a, kBase + (i + 1) * 64, 32); });
+  }
+  const auto order = a.proven_order();
+  ASSERT_TRUE(order.has_value()) << "six runs of one reservation each, in address order";
+  EXPECT_EQ(order->bytes, 3u * (64 + 32));
+
+  UploadArena b = make();
+  reserve(b, kBase, 64);
+  on_other_thread([&] { reserve(b, kBase + 128, 64); });
+  reserve(b, kBase + 64, 64);  // the test thread resumes below the other thread's target
+  EXPECT_FALSE(b.proven_order().has_value());
+}
+
+TEST_F(UploadArenaOrderTest, ResetStartsAFreshProof) {
+  UploadArena a = make();
+  reserve(a, kBase + 64, 16);
+  reserve(a, kBase, 16);
+  EXPECT_FALSE(a.proven_order().has_value());
+  (void)a.reset(kPayloadBytes, kDescriptors, 16);
+  reserve(a, kBase, 16);  // the same thread, lower than its last run's end
+  reserve(a, kBase + 16, 16);
+  const auto order = a.proven_order();
+  ASSERT_TRUE(order.has_value());
+  EXPECT_EQ(order->bytes, 32u);
+}
+
+TEST_F(UploadArenaOrderTest, SwitchingBetweenArenasKeepsEachProof) {
+  UploadArena a = make();
+  UploadArena b = make();
+  for (std::size_t i = 0; i < 50; ++i) {
+    reserve(a, kBase + i * 64, 64);
+    reserve(b, kBase + (50 - i) * 64, 64);  // descending in b
+  }
+  const auto in_a = a.proven_order();
+  ASSERT_TRUE(in_a.has_value()) << "each switch back to a starts a new run where the last ended";
+  EXPECT_EQ(in_a->bytes, 50u * 64);
+  EXPECT_FALSE(b.proven_order().has_value());
+}
+
+TEST_F(UploadArenaOrderTest, MoreRunsThanTrackedAreNotProven) {
+  UploadArena a = make();
+  UploadArena other = make();
+  // Each switch to `other` and back costs `a` one run.
+  for (std::size_t i = 0; i <= UploadArena::kMaxRuns; ++i) {
+    reserve(a, kBase + i * 64, 64);
+    reserve(other, kBase + i * 64, 64);
+  }
+  EXPECT_FALSE(a.proven_order().has_value());
+}
+
+TEST_F(UploadArenaOrderTest, OverflowBlocksAreNeverProven) {
+  UploadArena a = make(OverflowPolicy::grow, 4096, 16);
+  sweep(a, kBase, 20, 16, 64);  // 20 descriptors: the last 4 in an overflow block
+  ASSERT_TRUE(a.overflowed());
+  EXPECT_FALSE(a.proven_order().has_value());
+}
+
+TEST_F(UploadArenaOrderTest, AFailedReservationLeavesTheProofIntact) {
+  UploadArena a = make(OverflowPolicy::fail, 4096, 16);
+  sweep(a, kBase, 16, 16, 64);
+  EXPECT_THROW(reserve(a, kBase + 16 * 64, 16), Error);  // the table is full
+  const auto order = a.proven_order();
+  ASSERT_TRUE(order.has_value());
+  EXPECT_EQ(order->bytes, 16u * 16);
+}
+
+}  // namespace
+}  // namespace framestage
