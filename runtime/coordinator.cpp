@@ -2,6 +2,7 @@
 #include <framestage/detail/expects.hpp>
 #include <framestage/frame_arena.hpp>
 #include <framestage/scheduler.hpp>
+#include <framestage/stream_copy.hpp>
 #include <framestage/transfer_planner.hpp>
 #include <framestage/upload_arena.hpp>
 
@@ -320,7 +321,7 @@ void Coordinator::upload_bytes(void* device_dst, const void* src, std::size_t by
   const auto* from = static_cast<const std::byte*>(src);
   while (bytes > 0) {
     const std::size_t piece = std::min(bytes, UploadArena::kMaxReservationBytes);
-    std::memcpy(m.reserve_upload(dst, piece), from, piece);
+    stream_copy(m.reserve_upload(dst, piece), from, piece);
     dst += piece;
     from += piece;
     bytes -= piece;

@@ -11,4 +11,5 @@
 #include <framestage/host_backend.hpp>
 #include <framestage/scheduler.hpp>
 #include <framestage/stats.hpp>
+#include <framestage/stream_copy.hpp>
 #include <framestage/transfer_planner.hpp>
