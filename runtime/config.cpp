@@ -55,6 +55,8 @@ constexpr std::array kFields{
     Field{"arena_bytes", &Config::arena_bytes, 4096, std::uint64_t{1} << 40},
     Field{"upload_arena_bytes", &Config::upload_arena_bytes, 4096, std::uint64_t{1} << 36},
     Field{"max_uploads_per_frame", &Config::max_uploads_per_frame, 1, std::uint64_t{1} << 26},
+    Field{"readback_arena_bytes", &Config::readback_arena_bytes, 4096, std::uint64_t{1} << 36},
+    Field{"max_readbacks_per_frame", &Config::max_readbacks_per_frame, 1, std::uint64_t{1} << 26},
     Field{"device", &Config::device},
     Field{"direct_copy_threshold_bytes", &Config::direct_copy_threshold_bytes, 1},
     Field{"zero_copy_max_bytes", &Config::zero_copy_max_bytes},

@@ -127,7 +127,8 @@ class StagedRanges {
 struct SlotArenas {
   std::unique_ptr<FrameArena> arena;
   std::unique_ptr<UploadArena> uploads;
-  std::uint64_t frame = 0;  // the frame this slot holds; 0 = none yet
+  std::unique_ptr<UploadArena> readbacks;  // targets are device sources
+  std::uint64_t frame = 0;                 // the frame this slot holds; 0 = none yet
 };
 
 std::uint64_t address(const void* p) {
@@ -156,7 +157,12 @@ struct Coordinator::Impl {
         slots(make_slots(cfg, b)),
         staged(cfg.max_uploads_per_frame),
         planner(cfg),
-        scheduler(b, cfg.buffering, std::chrono::milliseconds{cfg.slot_timeout_ms}) {
+        scheduler(b, cfg.buffering, std::chrono::milliseconds{cfg.slot_timeout_ms}),
+        readback_slots(std::make_unique<detail::ReadbackSlot[]>(cfg.buffering)) {
+    for (std::uint32_t i = 0; i < cfg.buffering; ++i) {
+      readback_slots[i].backend = &b;
+      readback_slots[i].done = scheduler.readback_event(i);
+    }
     stats.slots.resize(slots.size());
     refresh_slot_stats();
   }
@@ -168,6 +174,9 @@ struct Coordinator::Impl {
                                              "raise arena_bytes, or set overflow to \"grow\"");
       s.uploads = std::make_unique<UploadArena>(b, cfg.upload_arena_bytes,
                                                 cfg.max_uploads_per_frame, cfg.overflow);
+      s.readbacks = std::make_unique<UploadArena>(
+          b, cfg.readback_arena_bytes, cfg.max_readbacks_per_frame, cfg.overflow,
+          UploadArena::Names{"readback", "readback_arena_bytes", "max_readbacks_per_frame"});
     }
     return out;
   }
@@ -227,6 +236,7 @@ struct Coordinator::Impl {
   StagedRanges staged;
   TransferPlanner planner;
   Scheduler scheduler;
+  std::unique_ptr<detail::ReadbackSlot[]> readback_slots;  // what Readback handles point at
   std::atomic<Phase> phase{Phase::between_frames};
   std::atomic<bool> large_uploads{false};  // an upload this frame reached the direct threshold
   mutable std::mutex failure_mutex;
@@ -262,6 +272,8 @@ void Coordinator::begin_frame() {
     const auto resize = s.arena->reset(m.config.arena_bytes, m.config.trim_after_frames);
     s.uploads->reset(m.config.upload_arena_bytes, m.config.max_uploads_per_frame,
                      m.config.trim_after_frames);
+    s.readbacks->reset(m.config.readback_arena_bytes, m.config.max_readbacks_per_frame,
+                       m.config.trim_after_frames);
     m.stats.arena_growths += resize == FrameArena::Resize::grew;
     m.stats.arena_trims += resize == FrameArena::Resize::trimmed;
   });
@@ -270,6 +282,8 @@ void Coordinator::begin_frame() {
   m.frame = next;
   m.slot = slot;
   s.frame = next;
+  // Readbacks of the frame this slot held are gone from here on.
+  m.readback_slots[slot].holds.store(next, std::memory_order_release);
   m.frame_start_capacity = s.arena->capacity_bytes();
   m.phase.store(Phase::in_frame, std::memory_order_release);
 }
@@ -341,6 +355,23 @@ std::byte* Coordinator::reserve_upload_bytes(void* device_dst, std::size_t count
   return m.reserve_upload(device_dst, bytes);
 }
 
+const std::byte* Coordinator::readback_bytes(const void* device_src, std::size_t count,
+                                             std::size_t bytes) {
+  Impl& m = *impl_;
+  m.expect_in_frame("readback");
+  FRAMESTAGE_EXPECTS(device_src != nullptr, misuse, "readback: null source for ", count,
+                     " elements");
+  FRAMESTAGE_EXPECTS(bytes > 0 && bytes <= UploadArena::kMaxReservationBytes, misuse,
+                     "readback: count must be > 0 and its bytes at most ",
+                     UploadArena::kMaxReservationBytes, ", got ", count, " elements of ",
+                     count == 0 ? 0 : bytes / count, " bytes");
+  return m.current().readbacks->reserve(address(device_src), bytes);
+}
+
+detail::ReadbackSlot* Coordinator::readback_slot() const noexcept {
+  return &impl_->readback_slots[impl_->slot];
+}
+
 FrameTicket Coordinator::end_frame() {
   Impl& m = *impl_;
   m.expect_not_failed();
@@ -348,25 +379,35 @@ FrameTicket Coordinator::end_frame() {
                      "end_frame without begin_frame (last frame ", m.frame, " already ended)");
   SlotArenas& s = m.current();
   std::size_t staged_calls = 0;
+  const ReadbackPlan* readbacks = nullptr;
   const TransferPlan& plan = m.guarded([&]() -> const TransferPlan& {
     const NvtxRange range("framestage::end_frame");
     staged_calls = m.staged.calls();
     const PlannerInput input{s.arena.get(), s.uploads.get(), m.staged.all(),
                              m.large_uploads.load(std::memory_order_relaxed)};
     // Where it can, the payload is on the wire while the descriptors are still being checked.
+    // Readbacks go after planning (which may throw and leave the frame open), and their gathers
+    // before the frame's scatters on the consumer stream.
     if (const TransferPlan* early = m.planner.plan_early(input)) {
       m.scheduler.submit_copies(m.slot, m.frame, *early);
       const NvtxRange planning("framestage::plan");
-      m.scheduler.submit_consumers(m.slot, m.planner.finish_early(input));
+      const TransferPlan& finished = m.planner.finish_early(input);
+      readbacks = &m.planner.plan_readbacks(*s.readbacks);
+      m.scheduler.submit_readbacks(m.slot, *readbacks);
+      m.scheduler.submit_consumers(m.slot, finished);
       return *early;
     }
     const TransferPlan& p = [&]() -> const TransferPlan& {
       const NvtxRange planning("framestage::plan");
       return m.planner.plan(input);
     }();
-    m.scheduler.submit(m.slot, m.frame, p);
+    readbacks = &m.planner.plan_readbacks(*s.readbacks);
+    m.scheduler.submit_copies(m.slot, m.frame, p);
+    m.scheduler.submit_readbacks(m.slot, *readbacks);
+    m.scheduler.submit_consumers(m.slot, p);
     return p;
   });
+  m.readback_slots[m.slot].submitted.store(m.frame, std::memory_order_release);
 
   FrameStats f;
   f.frame = m.frame;
@@ -383,6 +424,9 @@ FrameTicket Coordinator::end_frame() {
   f.staging_copy_bytes = plan.staging_copy_bytes;
   f.direct_copies = plan.direct_copies.size();
   f.scatter_launches = plan.scatters.size();
+  f.readbacks = readbacks->regions;
+  f.readback_bytes = readbacks->bytes;
+  f.direct_readbacks = readbacks->direct_regions;
   f.arena_used_bytes = s.arena->used_bytes();
   f.arena_capacity_bytes = m.frame_start_capacity;
   f.arena_overflowed = s.arena->overflowed();

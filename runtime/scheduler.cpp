@@ -15,9 +15,13 @@ Scheduler::Scheduler(Backend& backend, std::uint32_t slots, std::chrono::millise
     s.copies_done = Event(backend);
     s.ready = Event(backend);
     s.retired = Event(backend);
+    s.readback_tables = Event(backend);
+    s.readback_gathered = Event(backend);
+    s.readback_done = Event(backend);
     for (Event& e : s.chunk_landed)
       e = Event(backend);
   }
+  readback_stream_ = Stream(backend);
   own_consumer_ = Stream(backend);
   consumer_ = own_consumer_.view();
   handover_ = Event(backend);
@@ -43,6 +47,7 @@ void Scheduler::acquire(std::uint32_t slot) {
   Slot& s = slots_.at(slot);
   wait(s.copies_done.native(), slot, "its copies");
   wait(s.retired.native(), slot, "the kernels that read it");
+  wait(s.readback_done.native(), slot, "its readbacks");
 }
 
 void Scheduler::retire(std::uint32_t slot) {
@@ -111,10 +116,34 @@ void Scheduler::submit_consumers(std::uint32_t slot, const TransferPlan& plan) {
   backend_->record_event(s.ready.native(), consumer_);
 }
 
+void Scheduler::submit_readbacks(std::uint32_t slot, const ReadbackPlan& plan) {
+  if (plan.regions == 0) return;
+  Slot& s = slots_.at(slot);
+  const StreamView back = readback_stream_.view();
+  if (!plan.gathers.empty()) {
+    for (const CopyOp& c : plan.table_copies)
+      backend_->copy_async(c.dst, c.src, c.bytes, back);
+    backend_->record_event(s.readback_tables.native(), back);
+    backend_->stream_wait_event(consumer_, s.readback_tables.native());
+    for (const GatherOp& g : plan.gathers)
+      backend_->gather_async(g.table, g.count, g.staging, consumer_);
+  }
+  backend_->record_event(s.readback_gathered.native(), consumer_);
+  backend_->stream_wait_event(back, s.readback_gathered.native());
+  for (const CopyOp& c : plan.copies)
+    backend_->copy_async(c.dst, c.src, c.bytes, back);
+  backend_->record_event(s.readback_done.native(), back);
+}
+
+EventView Scheduler::readback_event(std::uint32_t slot) const {
+  return slots_.at(slot).readback_done.view();
+}
+
 void Scheduler::synchronize() {
   for (std::uint32_t i = 0; i < slots(); ++i) {
     backend_->record_event(slots_[i].copies_done.native(), slots_[i].stream.view());
     wait(slots_[i].copies_done.native(), i, "its copies");
+    wait(slots_[i].readback_done.native(), i, "its readbacks");
   }
   backend_->record_event(handover_.native(), consumer_);
   FRAMESTAGE_EXPECTS(backend_->wait_event(handover_.native(), slot_timeout_), timeout,

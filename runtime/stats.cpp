@@ -22,6 +22,9 @@ nlohmann::ordered_json frame_json(const FrameStats& f) {
       {"staging_copy_bytes", f.staging_copy_bytes},
       {"direct_copies", f.direct_copies},
       {"scatter_launches", f.scatter_launches},
+      {"readbacks", f.readbacks},
+      {"readback_bytes", f.readback_bytes},
+      {"direct_readbacks", f.direct_readbacks},
       {"arena_used_bytes", f.arena_used_bytes},
       {"arena_capacity_bytes", f.arena_capacity_bytes},
       {"arena_overflowed", f.arena_overflowed},
@@ -41,6 +44,8 @@ void CoordinatorStats::add(const FrameStats& f) {
   staging_copies += f.staging_copies;
   direct_copies += f.direct_copies;
   scatter_launches += f.scatter_launches;
+  readbacks += f.readbacks;
+  readback_bytes += f.readback_bytes;
   last_frame = f;
 }
 
@@ -61,6 +66,8 @@ std::string CoordinatorStats::to_json() const {
       {"staging_copies", staging_copies},
       {"direct_copies", direct_copies},
       {"scatter_launches", scatter_launches},
+      {"readbacks", readbacks},
+      {"readback_bytes", readback_bytes},
       {"arena_growths", arena_growths},
       {"arena_trims", arena_trims},
       {"last_frame", frame_json(last_frame)},

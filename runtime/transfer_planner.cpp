@@ -34,6 +34,13 @@ void TransferPlan::clear() {
   mirror_bytes = scattered_bytes = direct_bytes = staging_copy_bytes = pipeline_chunks = 0;
 }
 
+void ReadbackPlan::clear() {
+  table_copies.clear();
+  gathers.clear();
+  copies.clear();
+  regions = bytes = direct_regions = 0;
+}
+
 TransferPlanner::TransferPlanner(const Config& config) : config_(config) {
   config_.validate();
 }
@@ -150,6 +157,51 @@ const TransferPlan& TransferPlanner::plan(const PlannerInput& input) {
 
   add_coalesced_copies(input);
   return plan_;
+}
+
+const ReadbackPlan& TransferPlanner::plan_readbacks(UploadArena& readbacks) {
+  ReadbackPlan& r = readback_plan_;
+  r.clear();
+  const auto proven = readbacks.proven_order();
+  const bool maybe_direct =
+      !proven.has_value() || proven->largest >= config_.direct_copy_threshold_bytes;
+  for (std::uint32_t b = 0; b < readbacks.block_count(); ++b) {
+    const UploadArena::BlockView block = readbacks.block(b);
+    const std::size_t n = block.descriptors;
+    if (n == 0) continue;
+    r.regions += n;
+    const auto back = [&](std::size_t from, std::size_t to) {  // payload offsets
+      if (from < to)
+        r.copies.push_back({block.host_split + from, block.device_split + from, to - from});
+    };
+    std::size_t gathered = n;
+    std::size_t from = 0;  // start of the payloads not yet copied back
+    if (maybe_direct) {
+      for (std::size_t i = 0; i < n; ++i) {
+        TransferDescriptor& d = issued(block, i);
+        r.bytes += d.bytes;
+        if (d.bytes < config_.direct_copy_threshold_bytes) continue;
+        const std::size_t at = payload_offset(d);
+        back(from, at);
+        from = at + granule_round(d.bytes);
+        r.copies.push_back({block.host_split + at,
+                            reinterpret_cast<const void*>(static_cast<std::uintptr_t>(d.target)),
+                            d.bytes});
+        ++r.direct_regions;
+        --gathered;
+        d.bytes = 0;  // the gather skips it
+      }
+    } else {
+      r.bytes += proven->bytes;
+    }
+    back(from, block.payload_bytes);
+    if (gathered == 0) continue;
+    r.table_copies.push_back({block.device_split - block.table_bytes(),
+                              block.host_split - block.table_bytes(), block.table_bytes()});
+    r.gathers.push_back({reinterpret_cast<const TransferDescriptor*>(block.device_split) - n, n,
+                         block.device_split});
+  }
+  return r;
 }
 
 // A stable LSD radix sort of issue indices by target (11-bit digits, only as many passes as the

@@ -14,13 +14,13 @@ constexpr std::uint64_t granules_for(std::size_t bytes) {
 }  // namespace
 
 UploadArena::UploadArena(Backend& backend, std::size_t payload_bytes, std::size_t max_descriptors,
-                         OverflowPolicy policy)
-    : backend_(&backend), policy_(policy) {
-  FRAMESTAGE_EXPECTS(payload_bytes > 0 && payload_bytes <= kMaxPayloadBytes, misuse,
-                     "upload arena: payload capacity must be 1..", kMaxPayloadBytes, " bytes, got ",
+                         OverflowPolicy policy, Names names)
+    : backend_(&backend), policy_(policy), names_(names) {
+  FRAMESTAGE_EXPECTS(payload_bytes > 0 && payload_bytes <= kMaxPayloadBytes, misuse, names_.what,
+                     " arena: payload capacity must be 1..", kMaxPayloadBytes, " bytes, got ",
                      payload_bytes);
-  FRAMESTAGE_EXPECTS(max_descriptors > 0 && max_descriptors <= kMaxDescriptors, misuse,
-                     "upload arena: max_descriptors must be 1..", kMaxDescriptors, ", got ",
+  FRAMESTAGE_EXPECTS(max_descriptors > 0 && max_descriptors <= kMaxDescriptors, misuse, names_.what,
+                     " arena: max_descriptors must be 1..", kMaxDescriptors, ", got ",
                      max_descriptors);
   main_ = make_block(payload_bytes, max_descriptors);
 }
@@ -39,22 +39,24 @@ UploadArena::Block UploadArena::make_block(std::size_t payload_bytes, std::size_
 }
 
 std::byte* UploadArena::reserve_slow(std::uint64_t target, std::size_t bytes) {
-  FRAMESTAGE_EXPECTS(bytes > 0 && bytes <= kMaxReservationBytes, misuse,
-                     "upload arena: a reservation must be 1..", kMaxReservationBytes,
-                     " bytes, got ", bytes);
+  FRAMESTAGE_EXPECTS(bytes > 0 && bytes <= kMaxReservationBytes, misuse, names_.what,
+                     " arena: a reservation must be 1..", kMaxReservationBytes, " bytes, got ",
+                     bytes);
   const std::uint64_t granules = granules_for(bytes);
   std::lock_guard lock(overflow_mutex_);
   const std::uint64_t head = head_.load(std::memory_order_relaxed) & ~kSealed;
   const std::size_t used_descriptors = head >> kCountShift;
   if (policy_ == OverflowPolicy::fail) {
-    FRAMESTAGE_EXPECTS(used_descriptors < main_.descriptor_capacity, out_of_memory,
-                       "upload descriptor table overflow: more than max_uploads_per_frame (",
-                       main_.descriptor_capacity,
-                       ") uploads this frame; raise max_uploads_per_frame, or set overflow to "
+    FRAMESTAGE_EXPECTS(used_descriptors < main_.descriptor_capacity, out_of_memory, names_.what,
+                       " descriptor table overflow: more than ", names_.count_key, " (",
+                       main_.descriptor_capacity, ") ", names_.what, "s this frame; raise ",
+                       names_.count_key,
+                       ", or set overflow to "
                        "\"grow\"");
-    FRAMESTAGE_FAIL(out_of_memory, "upload arena overflow: ", bytes, " bytes do not fit; capacity ",
-                    payload_capacity_bytes(), " bytes, ", (head & kGranuleMask) * kStagingGranule,
-                    " used this frame; raise upload_arena_bytes, or set overflow to \"grow\"");
+    FRAMESTAGE_FAIL(out_of_memory, names_.what, " arena overflow: ", bytes,
+                    " bytes do not fit; capacity ", payload_capacity_bytes(), " bytes, ",
+                    (head & kGranuleMask) * kStagingGranule, " used this frame; raise ",
+                    names_.bytes_key, ", or set overflow to \"grow\"");
   }
   // Sealing orders every reservation of the main block before those of the overflow blocks.
   head_.fetch_or(kSealed, std::memory_order_relaxed);
@@ -68,10 +70,10 @@ std::byte* UploadArena::reserve_slow(std::uint64_t target, std::size_t bytes) {
       return last.write(last.descriptors++, granule, target, bytes);
     }
   }
-  FRAMESTAGE_EXPECTS(count < kMaxOverflowBlocks, out_of_memory, "upload arena overflow: ", bytes,
-                     " bytes do not fit and all ", kMaxOverflowBlocks,
-                     " overflow blocks are in use this frame; raise upload_arena_bytes or "
-                     "max_uploads_per_frame");
+  FRAMESTAGE_EXPECTS(count < kMaxOverflowBlocks, out_of_memory, names_.what,
+                     " arena overflow: ", bytes, " bytes do not fit and all ", kMaxOverflowBlocks,
+                     " overflow blocks are in use this frame; raise ", names_.bytes_key, " or ",
+                     names_.count_key);
   // Each overflow block at least doubles what the arena holds, so a few suffice for any frame.
   std::size_t payload = payload_capacity_bytes();
   std::size_t descriptors = main_.descriptor_capacity;
@@ -140,7 +142,7 @@ UploadArena::BlockView UploadArena::view(const Block& b, std::size_t descriptors
 }
 
 UploadArena::BlockView UploadArena::block(std::size_t index) const {
-  FRAMESTAGE_EXPECTS(index < block_count(), misuse, "upload arena: block ", index, " of ",
+  FRAMESTAGE_EXPECTS(index < block_count(), misuse, names_.what, " arena: block ", index, " of ",
                      block_count());
   if (index == 0) {
     const std::uint64_t head = head_.load(std::memory_order_relaxed) & ~kSealed;

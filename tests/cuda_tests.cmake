@@ -9,6 +9,7 @@
 set(framestage_cuda_tests
   test_cuda_backend
   test_cuda_coordinator
+  test_cuda_readback
   test_cuda_failure
 )
 #

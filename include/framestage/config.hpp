@@ -41,6 +41,11 @@ struct Config {
   std::size_t upload_arena_bytes = std::size_t{32} << 20;
   /// Upload descriptors (one per upload() call) a slot's table holds per frame.
   std::size_t max_uploads_per_frame = std::size_t{1} << 17;
+  /// Pinned (and device staging) bytes per slot for readback regions and their descriptors.
+  /// At most 64 GiB, as upload_arena_bytes.
+  std::size_t readback_arena_bytes = std::size_t{16} << 20;
+  /// Readback descriptors (one per readback() call) a slot's table holds per frame.
+  std::size_t max_readbacks_per_frame = std::size_t{1} << 17;
   /// CUDA device ordinal (ignored by the host backend).
   int device = 0;
   /// Uploads of at least this many bytes go as their own copy-engine copy.
@@ -72,7 +77,8 @@ struct Config {
   static constexpr std::size_t kPipelineChunkGrowth = 8;
 
   /// @brief Checks every member: buffering 1..8, arena_bytes 4 KiB..1 TiB, upload_arena_bytes
-  /// 4 KiB..64 GiB, max_uploads_per_frame 1..2^26, pipeline_chunk_bytes >= 4 KiB, device >= 0,
+  /// and readback_arena_bytes 4 KiB..64 GiB, max_uploads_per_frame and max_readbacks_per_frame
+  /// 1..2^26, pipeline_chunk_bytes >= 4 KiB, device >= 0,
   /// direct_copy_threshold_bytes, trim_after_frames and slot_timeout_ms >= 1; zero_copy_max_bytes
   /// and merge_gap_bytes take any value (0 turns zero-copy, or merging across gaps, off).
   /// @throws Error(bad_config) naming the first invalid member and its allowed values.

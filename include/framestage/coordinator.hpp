@@ -5,6 +5,7 @@
 #include <framestage/backend.hpp>
 #include <framestage/config.hpp>
 #include <framestage/device_buffer.hpp>
+#include <framestage/readback.hpp>
 #include <framestage/stats.hpp>
 
 #include <chrono>
@@ -73,10 +74,11 @@ class FrameTicket {
 /// the slot it needs is still in use `buffering` frames later.
 ///
 /// **Ownership:** the Backend is borrowed and must outlive the Coordinator.
-/// **Thread safety:** frame_alloc, stage_for_upload, upload, upload_slice and device_ptr may be
-/// called from many threads at once inside a frame; they take no lock while the arena has room.
-/// begin_frame, end_frame, set_consumer_stream, synchronize and stats belong to one owner thread,
-/// and every other thread's calls for a frame must happen before that frame's end_frame().
+/// **Thread safety:** frame_alloc, stage_for_upload, upload, reserve_upload, readback,
+/// upload_slice and device_ptr may be called from many threads at once inside a frame; they take no
+/// lock while the arena has room. begin_frame, end_frame, set_consumer_stream, synchronize and
+/// stats belong to one owner thread, and every other thread's calls for a frame must happen before
+/// that frame's end_frame().
 /// **Ordering:** the consumer stream runs a frame's scatters and direct copies after all work
 /// enqueued on it before end_frame(). Kernels that read a frame's data must be enqueued on the
 /// consumer stream before the next begin_frame(): that call marks where the slot's readers end,
@@ -156,6 +158,28 @@ class Coordinator {
     return FrameSpan<T>({reinterpret_cast<T*>(p), count}, current_frame());
   }
 
+  /// @brief Reads `count` (> 0) elements at `device_src` back into pinned host memory with this
+  /// frame: they are read when end_frame() runs, after the work enqueued on the consumer stream
+  /// before it and before this frame's uploads land (see Readback). Many small regions cost
+  /// one gather kernel and one copy together; regions of at least direct_copy_threshold_bytes
+  /// are copied on their own. The copy back overlaps later frames' uploads.
+  /// @throws Error(misuse) outside a frame, for a null source or more than 2 GiB;
+  ///         Error(out_of_memory) under OverflowPolicy::fail when the readback arena
+  ///         (readback_arena_bytes) or its table (max_readbacks_per_frame) is full.
+  template <class T>
+  [[nodiscard]] Readback<T> readback(const T* device_src, std::size_t count) {
+    static_assert(std::is_trivially_copyable_v<T>, "readbacks are copied by DMA");
+    static_assert(alignof(T) <= kStagingGranule, "readback payloads are 16-byte aligned");
+    auto* host = readback_bytes(
+        device_src, count,
+        count <= std::numeric_limits<std::size_t>::max() / sizeof(T) ? count * sizeof(T) : 0);
+    return Readback<T>(readback_slot(), current_frame(), reinterpret_cast<const T*>(host), count);
+  }
+  template <class T>
+  [[nodiscard]] Readback<T> readback(std::span<const T> device_src) {
+    return readback(device_src.data(), device_src.size());
+  }
+
   /// @brief A new persistent buffer holding `src`'s elements once this frame completes.
   template <class T>
   [[nodiscard]] DeviceBuffer<T> upload_slice(std::span<const T> src) {
@@ -192,6 +216,8 @@ class Coordinator {
   void* device_address(const void* ptr, std::size_t bytes, std::uint64_t frame) const;
   void upload_bytes(void* device_dst, const void* src, std::size_t bytes);
   std::byte* reserve_upload_bytes(void* device_dst, std::size_t count, std::size_t bytes);
+  const std::byte* readback_bytes(const void* device_src, std::size_t count, std::size_t bytes);
+  detail::ReadbackSlot* readback_slot() const noexcept;
 
   struct Impl;
   std::unique_ptr<Impl> impl_;

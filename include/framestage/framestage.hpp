@@ -9,6 +9,7 @@
 #include <framestage/error.hpp>
 #include <framestage/frame_arena.hpp>
 #include <framestage/host_backend.hpp>
+#include <framestage/readback.hpp>
 #include <framestage/scheduler.hpp>
 #include <framestage/stats.hpp>
 #include <framestage/stream_copy.hpp>

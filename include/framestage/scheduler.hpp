@@ -19,8 +19,12 @@ namespace framestage {
 /// consumer stream once the copies it reads have landed (chunk by chunk), the direct copies once
 /// all of them have, so writes to persistent buffers come after earlier kernels on the consumer
 /// stream. The slot's ready event follows them.
+/// Readbacks: their descriptor tables go to the device on the readback stream, the gathers run
+/// on the consumer stream (after the work enqueued there before, and before the frame's
+/// scatters when submit_readbacks() comes first), and the copies back to pinned memory on the
+/// readback stream, so they overlap the next frames' uploads.
 /// retire() marks the consumer stream after the kernels that read the slot, and acquire() waits
-/// for that mark and for the slot's copies before the host touches the slot again.
+/// for that mark, the slot's copies and its readbacks before the host touches the slot again.
 /// **Thread safety:** owner thread only.
 class Scheduler {
  public:
@@ -50,6 +54,10 @@ class Scheduler {
   /// copies added to the plan since submit_copies() first, then each scatter after the copies
   /// it reads, then the direct copies, then the slot's ready event.
   void submit_consumers(std::uint32_t slot, const TransferPlan& plan);
+  /// @brief Enqueues a frame's readbacks (see the class comment); nothing for an empty plan.
+  void submit_readbacks(std::uint32_t slot, const ReadbackPlan& plan);
+  /// @brief Completes when the slot's last readbacks are in pinned memory.
+  [[nodiscard]] EventView readback_event(std::uint32_t slot) const;
   /// @brief Blocks until all work enqueued so far, on every stream, has run.
   /// @throws Error(timeout) after `slot_timeout` per stream.
   void synchronize();
@@ -69,6 +77,9 @@ class Scheduler {
     Event copies_done;
     Event ready;
     Event retired;
+    Event readback_tables;    // the readback descriptor tables are on the device
+    Event readback_gathered;  // the gathers (and the work before them) have run
+    Event readback_done;      // the readbacks are in pinned memory
     std::array<Event, Config::kMaxPipelineChunks> chunk_landed{};     // one per pipelined chunk
     std::array<std::size_t, Config::kMaxPipelineChunks> chunk_end{};  // copies before each
     std::size_t chunks = 0;            // chunk events recorded for the frame
@@ -82,6 +93,7 @@ class Scheduler {
   Backend* backend_;
   std::chrono::milliseconds slot_timeout_;
   std::vector<Slot> slots_;
+  Stream readback_stream_;
   Stream own_consumer_;
   StreamView consumer_;
   Event handover_;  // orders a new consumer stream after the old one

@@ -27,6 +27,9 @@ struct FrameStats {
   std::size_t staging_copy_bytes = 0;  ///< bytes those copies moved, merged gaps included
   std::size_t direct_copies = 0;
   std::size_t scatter_launches = 0;
+  std::size_t readbacks = 0;             ///< readback calls
+  std::size_t readback_bytes = 0;        ///< bytes read back
+  std::size_t direct_readbacks = 0;      ///< readbacks copied on their own, not gathered
   std::size_t arena_used_bytes = 0;      ///< arena bytes this frame used, padding included
   std::size_t arena_capacity_bytes = 0;  ///< the slot's arena capacity at the frame's start
   bool arena_overflowed = false;         ///< the frame needed overflow blocks (grow policy)
@@ -44,6 +47,8 @@ struct CoordinatorStats {
   std::size_t staging_copies = 0;
   std::size_t direct_copies = 0;
   std::size_t scatter_launches = 0;
+  std::size_t readbacks = 0;
+  std::size_t readback_bytes = 0;
   std::uint64_t arena_growths = 0;  ///< times a slot's arena grew after an overflowing frame
   std::uint64_t arena_trims = 0;    ///< times a grown arena gave memory back
   FrameStats last_frame;

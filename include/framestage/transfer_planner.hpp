@@ -64,6 +64,28 @@ struct TransferPlan {
   void clear();
 };
 
+/// @brief One gather launch over `count` descriptors at `table` (device staging), writing
+/// payloads relative to `staging` (device staging).
+struct GatherOp {
+  const TransferDescriptor* table;
+  std::size_t count;
+  std::byte* staging;
+};
+
+/// @brief A frame's readbacks: copy the descriptor tables to the device, gather the small
+/// regions into device staging on the consumer stream, then copy the staging, and each large
+/// region directly, to the pinned readback arena (`copies`, device to host).
+struct ReadbackPlan {
+  std::vector<CopyOp> table_copies;
+  std::vector<GatherOp> gathers;
+  std::vector<CopyOp> copies;
+  std::size_t regions = 0;         ///< readback calls
+  std::size_t bytes = 0;           ///< bytes read back
+  std::size_t direct_regions = 0;  ///< regions copied on their own
+
+  void clear();
+};
+
 /// @brief The frame's inputs: its arenas and what was staged.
 struct PlannerInput {
   FrameArena* arena;     ///< frame_alloc memory; buffers for combined overlaps come from here
@@ -112,6 +134,12 @@ class TransferPlanner {
   /// @throws Error(out_of_memory) as plan() does; the descriptor table is then unchanged.
   const TransferPlan& finish_early(const PlannerInput& input);
 
+  /// @brief Plans the readbacks reserved in `readbacks` (an UploadArena whose targets are device
+  /// sources): regions of at least `direct_copy_threshold_bytes` are copied on their own (their
+  /// descriptors get 0 bytes, so the gather skips them), the rest gathered. Overlapping regions
+  /// are fine: nothing writes them. The plan is valid until the next call.
+  const ReadbackPlan& plan_readbacks(UploadArena& readbacks);
+
  private:
   struct Range {
     std::uint32_t block;
@@ -141,6 +169,7 @@ class TransferPlanner {
 
   Config config_;
   TransferPlan plan_;
+  ReadbackPlan readback_plan_;
   std::vector<Range> ranges_;
   std::vector<Issued> issued_;        // filled only for frames whose destinations do not ascend
   std::vector<std::uint32_t> order_;  // issue indices sorted by target

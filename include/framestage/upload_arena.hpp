@@ -39,7 +39,15 @@ inline thread_local UploadRunCursor this_thread_upload_run{};
 
 }  // namespace detail
 
-/// @brief Reserves upload descriptors and their payloads, lock-free, in issue order.
+/// @brief What an UploadArena's error messages call it, and the Config keys that size it.
+struct UploadArenaNames {
+  const char* what = "upload";
+  const char* bytes_key = "upload_arena_bytes";
+  const char* count_key = "max_uploads_per_frame";
+};
+
+/// @brief Reserves upload descriptors and their payloads, lock-free, in issue order. Readbacks
+/// use one too: their targets are device sources, and the payloads are where the bytes land.
 ///
 /// A block is laid out as `[ descriptor table | payloads ]` around a split point: descriptors
 /// grow down from the split, payloads grow up from it, and one 64-bit compare-and-swap reserves
@@ -66,9 +74,11 @@ class UploadArena {
   /// Largest single reservation; upload() splits larger ones.
   static constexpr std::size_t kMaxReservationBytes = std::size_t{1} << 31;
 
+  using Names = UploadArenaNames;
+
   /// @throws Error(out_of_memory) if the blocks cannot be allocated.
   UploadArena(Backend& backend, std::size_t payload_bytes, std::size_t max_descriptors,
-              OverflowPolicy policy);
+              OverflowPolicy policy, Names names = {});
   UploadArena(const UploadArena&) = delete;
   UploadArena& operator=(const UploadArena&) = delete;
 
@@ -199,6 +209,7 @@ class UploadArena {
 
   Backend* backend_;
   OverflowPolicy policy_;
+  Names names_;
   Block main_;
   alignas(64) std::atomic<std::uint64_t> head_{0};
   mutable std::mutex overflow_mutex_;
