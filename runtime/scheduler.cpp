@@ -128,6 +128,8 @@ void Scheduler::submit_readbacks(std::uint32_t slot, const ReadbackPlan& plan) {
     for (const GatherOp& g : plan.gathers)
       backend_->gather_async(g.table, g.count, g.staging, consumer_);
   }
+  for (const CopyOp& c : plan.device_copies)
+    backend_->copy_async(c.dst, c.src, c.bytes, consumer_);
   backend_->record_event(s.readback_gathered.native(), consumer_);
   backend_->stream_wait_event(back, s.readback_gathered.native());
   for (const CopyOp& c : plan.copies)

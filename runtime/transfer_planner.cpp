@@ -37,6 +37,7 @@ void TransferPlan::clear() {
 void ReadbackPlan::clear() {
   table_copies.clear();
   gathers.clear();
+  device_copies.clear();
   copies.clear();
   regions = bytes = direct_regions = 0;
 }
@@ -170,23 +171,15 @@ const ReadbackPlan& TransferPlanner::plan_readbacks(UploadArena& readbacks) {
     const std::size_t n = block.descriptors;
     if (n == 0) continue;
     r.regions += n;
-    const auto back = [&](std::size_t from, std::size_t to) {  // payload offsets
-      if (from < to)
-        r.copies.push_back({block.host_split + from, block.device_split + from, to - from});
-    };
     std::size_t gathered = n;
-    std::size_t from = 0;  // start of the payloads not yet copied back
     if (maybe_direct) {
       for (std::size_t i = 0; i < n; ++i) {
         TransferDescriptor& d = issued(block, i);
         r.bytes += d.bytes;
         if (d.bytes < config_.direct_copy_threshold_bytes) continue;
-        const std::size_t at = payload_offset(d);
-        back(from, at);
-        from = at + granule_round(d.bytes);
-        r.copies.push_back({block.host_split + at,
-                            reinterpret_cast<const void*>(static_cast<std::uintptr_t>(d.target)),
-                            d.bytes});
+        r.device_copies.push_back(
+            {block.device_split + payload_offset(d),
+             reinterpret_cast<const void*>(static_cast<std::uintptr_t>(d.target)), d.bytes});
         ++r.direct_regions;
         --gathered;
         d.bytes = 0;  // the gather skips it
@@ -194,7 +187,7 @@ const ReadbackPlan& TransferPlanner::plan_readbacks(UploadArena& readbacks) {
     } else {
       r.bytes += proven->bytes;
     }
-    back(from, block.payload_bytes);
+    r.copies.push_back({block.host_split, block.device_split, block.payload_bytes});
     if (gathered == 0) continue;
     r.table_copies.push_back({block.device_split - block.table_bytes(),
                               block.host_split - block.table_bytes(), block.table_bytes()});

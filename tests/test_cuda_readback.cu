@@ -85,9 +85,7 @@ TEST_P(CudaReadback, HundredThousandSmallRegionsInOneFrame) {
   DeviceBuffer<std::byte> device(backend(), bytes);
   std::vector<std::byte> contents(bytes);
   fill_random(contents, rng);
-  coordinator.begin_frame();
-  coordinator.upload<std::byte>(device.data(), contents);
-  coordinator.end_frame().wait();
+  testing::write_device(device.data(), contents);
   coordinator.begin_frame();
   std::vector<std::pair<std::size_t, Readback<std::byte>>> taken;
   taken.reserve(regions);

@@ -72,12 +72,14 @@ struct GatherOp {
   std::byte* staging;
 };
 
-/// @brief A frame's readbacks: copy the descriptor tables to the device, gather the small
-/// regions into device staging on the consumer stream, then copy the staging, and each large
-/// region directly, to the pinned readback arena (`copies`, device to host).
+/// @brief A frame's readbacks: copy the descriptor tables to the device; on the consumer stream,
+/// gather the small regions into device staging and copy each large one there (device to
+/// device, so that the consumer stream's later work cannot change it first); then copy the
+/// staging to the pinned readback arena (`copies`, device to host).
 struct ReadbackPlan {
   std::vector<CopyOp> table_copies;
   std::vector<GatherOp> gathers;
+  std::vector<CopyOp> device_copies;
   std::vector<CopyOp> copies;
   std::size_t regions = 0;         ///< readback calls
   std::size_t bytes = 0;           ///< bytes read back
@@ -136,7 +138,8 @@ class TransferPlanner {
 
   /// @brief Plans the readbacks reserved in `readbacks` (an UploadArena whose targets are device
   /// sources): regions of at least `direct_copy_threshold_bytes` are copied on their own (their
-  /// descriptors get 0 bytes, so the gather skips them), the rest gathered. Overlapping regions
+  /// descriptors get 0 bytes, so the gather skips them), the rest gathered; one copy per block
+  /// brings them all back. Overlapping regions
   /// are fine: nothing writes them. The plan is valid until the next call.
   const ReadbackPlan& plan_readbacks(UploadArena& readbacks);
 
