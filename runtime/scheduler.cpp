@@ -120,20 +120,26 @@ void Scheduler::submit_readbacks(std::uint32_t slot, const ReadbackPlan& plan) {
   if (plan.regions == 0) return;
   Slot& s = slots_.at(slot);
   const StreamView back = readback_stream_.view();
-  if (!plan.gathers.empty()) {
-    for (const CopyOp& c : plan.table_copies)
-      backend_->copy_async(c.dst, c.src, c.bytes, back);
-    backend_->record_event(s.readback_tables.native(), back);
-    backend_->stream_wait_event(consumer_, s.readback_tables.native());
-    for (const GatherOp& g : plan.gathers)
-      backend_->gather_async(g.table, g.count, g.staging, consumer_);
+  const StreamView tables = s.stream.view();
+  std::size_t device_copy = 0;
+  // Chunk by chunk, so each wait follows the record it waits for: two events serve every chunk
+  // (a wait takes the record made before it).
+  for (const ReadbackChunk& chunk : plan.chunks) {
+    if (chunk.table.bytes > 0) {
+      backend_->copy_async(chunk.table.dst, chunk.table.src, chunk.table.bytes, tables);
+      backend_->record_event(s.readback_tables.native(), tables);
+      backend_->stream_wait_event(consumer_, s.readback_tables.native());
+      backend_->gather_async(chunk.gather.table, chunk.gather.count, chunk.gather.staging,
+                             consumer_);
+    }
+    for (; device_copy < chunk.device_copies_end; ++device_copy) {
+      const CopyOp& c = plan.device_copies[device_copy];
+      backend_->copy_async(c.dst, c.src, c.bytes, consumer_);
+    }
+    backend_->record_event(s.readback_gathered.native(), consumer_);
+    backend_->stream_wait_event(back, s.readback_gathered.native());
+    backend_->copy_async(chunk.back.dst, chunk.back.src, chunk.back.bytes, back);
   }
-  for (const CopyOp& c : plan.device_copies)
-    backend_->copy_async(c.dst, c.src, c.bytes, consumer_);
-  backend_->record_event(s.readback_gathered.native(), consumer_);
-  backend_->stream_wait_event(back, s.readback_gathered.native());
-  for (const CopyOp& c : plan.copies)
-    backend_->copy_async(c.dst, c.src, c.bytes, back);
   backend_->record_event(s.readback_done.native(), back);
 }
 

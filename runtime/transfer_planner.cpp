@@ -23,6 +23,57 @@ std::size_t payload_offset(const TransferDescriptor& d) {
   return std::size_t{d.staging_granule} * kStagingGranule;
 }
 
+// A block's payload area cut into pipelined chunks, each a run of issue indices: chunk k holds
+// the descriptors [first[k], first[k + 1]), whose payloads start in its share of the bytes.
+struct Chunks {
+  std::array<std::size_t, Config::kMaxPipelineChunks + 1> first{};
+  std::size_t count = 0;
+};
+
+// Chunk sizes grow kPipelineChunkGrowth-fold from `smallest`, which is the last chunk when the
+// copy comes first and the scatter follows (uploads) and the first when the gather comes first
+// and the copy follows (readbacks); the largest chunk takes the rest, and is kept at least as
+// large as its neighbour. Chunks in which no payload starts are dropped.
+Chunks cut_chunks(const UploadArena::BlockView& block, std::size_t smallest, bool smallest_last) {
+  const std::size_t n = block.descriptors;
+  const std::size_t payload = block.payload_bytes;
+  std::array<std::size_t, Config::kMaxPipelineChunks> sizes{};
+  std::size_t count = 1;
+  std::size_t rest = payload;
+  const std::size_t most = std::min<std::size_t>(Config::kMaxPipelineChunks, n);
+  for (std::size_t size = smallest; count < most && size <= rest / 2;
+       size *= Config::kPipelineChunkGrowth) {
+    sizes[count++] = size;
+    rest -= size;
+  }
+  sizes[0] = rest;
+  // sizes[0] is the largest chunk and sizes[1..] grow away from it toward the smallest: in
+  // address order the largest comes first for uploads and last for readbacks.
+  if (smallest_last) {
+    std::reverse(sizes.begin() + 1, sizes.begin() + static_cast<std::ptrdiff_t>(count));
+  } else {
+    std::reverse(sizes.begin(), sizes.begin() + static_cast<std::ptrdiff_t>(count));
+  }
+  Chunks chunks;
+  std::size_t boundary = 0;
+  for (std::size_t k = 0; k < count; ++k) {
+    boundary += sizes[k];
+    std::size_t lo = chunks.first[chunks.count];
+    std::size_t hi = n;
+    while (lo < hi) {  // the first descriptor whose payload starts at or past the boundary
+      const std::size_t mid = lo + (hi - lo) / 2;
+      if (payload_offset(issued(block, mid)) < boundary) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    const std::size_t last = k + 1 == count ? n : lo;
+    if (last > chunks.first[chunks.count]) chunks.first[++chunks.count] = last;
+  }
+  return chunks;
+}
+
 }  // namespace
 
 void TransferPlan::clear() {
@@ -35,10 +86,8 @@ void TransferPlan::clear() {
 }
 
 void ReadbackPlan::clear() {
-  table_copies.clear();
-  gathers.clear();
+  chunks.clear();
   device_copies.clear();
-  copies.clear();
   regions = bytes = direct_regions = 0;
 }
 
@@ -166,33 +215,47 @@ const ReadbackPlan& TransferPlanner::plan_readbacks(UploadArena& readbacks) {
   const auto proven = readbacks.proven_order();
   const bool maybe_direct =
       !proven.has_value() || proven->largest >= config_.direct_copy_threshold_bytes;
+  if (proven) r.bytes = proven->bytes;
   for (std::uint32_t b = 0; b < readbacks.block_count(); ++b) {
     const UploadArena::BlockView block = readbacks.block(b);
     const std::size_t n = block.descriptors;
     if (n == 0) continue;
     r.regions += n;
-    std::size_t gathered = n;
-    if (maybe_direct) {
-      for (std::size_t i = 0; i < n; ++i) {
-        TransferDescriptor& d = issued(block, i);
-        r.bytes += d.bytes;
-        if (d.bytes < config_.direct_copy_threshold_bytes) continue;
-        r.device_copies.push_back(
-            {block.device_split + payload_offset(d),
-             reinterpret_cast<const void*>(static_cast<std::uintptr_t>(d.target)), d.bytes});
-        ++r.direct_regions;
-        --gathered;
-        d.bytes = 0;  // the gather skips it
-      }
+    // Only the main block is pipelined: overflow blocks are rare and the events per slot few.
+    Chunks chunks;
+    if (b == 0) {
+      chunks = cut_chunks(block, config_.pipeline_chunk_bytes, false);
     } else {
-      r.bytes += proven->bytes;
+      chunks.first[chunks.count = 1] = n;
     }
-    r.copies.push_back({block.host_split, block.device_split, block.payload_bytes});
-    if (gathered == 0) continue;
-    r.table_copies.push_back({block.device_split - block.table_bytes(),
-                              block.host_split - block.table_bytes(), block.table_bytes()});
-    r.gathers.push_back({reinterpret_cast<const TransferDescriptor*>(block.device_split) - n, n,
-                         block.device_split});
+    for (std::size_t k = 0; k < chunks.count; ++k) {
+      const std::size_t first = chunks.first[k];
+      const std::size_t last = chunks.first[k + 1];
+      std::size_t gathered = last - first;
+      if (maybe_direct) {
+        for (std::size_t i = first; i < last; ++i) {
+          TransferDescriptor& d = issued(block, i);
+          if (!proven) r.bytes += d.bytes;
+          if (d.bytes < config_.direct_copy_threshold_bytes) continue;
+          r.device_copies.push_back(
+              {block.device_split + payload_offset(d),
+               reinterpret_cast<const void*>(static_cast<std::uintptr_t>(d.target)), d.bytes});
+          ++r.direct_regions;
+          --gathered;
+          d.bytes = 0;  // the gather skips it
+        }
+      }
+      const std::size_t from = payload_offset(issued(block, first));
+      const std::size_t to = last == n ? block.payload_bytes : payload_offset(issued(block, last));
+      const std::size_t rows = gathered == 0 ? 0 : last - first;
+      r.chunks.push_back({{block.device_split - sizeof(TransferDescriptor) * last,
+                           block.host_split - sizeof(TransferDescriptor) * last,
+                           sizeof(TransferDescriptor) * rows},
+                          {reinterpret_cast<const TransferDescriptor*>(block.device_split) - last,
+                           rows, block.device_split},
+                          r.device_copies.size(),
+                          {block.host_split + from, block.device_split + from, to - from}});
+    }
   }
   return r;
 }
@@ -320,51 +383,20 @@ void TransferPlanner::add_direct_copies(const BlockViews& blocks, std::size_t co
 void TransferPlanner::add_upload_copies(const UploadArena::BlockView& block, std::uint32_t index,
                                         std::size_t& hole) {
   const std::size_t n = block.descriptors;
-  const std::size_t payload = block.payload_bytes;
   const auto* device_table = reinterpret_cast<const TransferDescriptor*>(block.device_split) - n;
-
-  // Chunk starts, as payload offsets, counted back from the end: the last chunk holds
-  // pipeline_chunk_bytes, each earlier one kPipelineChunkGrowth times more, and the first the
-  // rest, which is kept at least as large as the chunk after it.
-  std::array<std::size_t, Config::kMaxPipelineChunks> starts{};
-  std::size_t chunks = 1;
-  const std::size_t most = std::min<std::size_t>(Config::kMaxPipelineChunks, n);
-  for (std::size_t size = config_.pipeline_chunk_bytes, end = payload;
-       chunks < most && size <= end / 2; size *= Config::kPipelineChunkGrowth, ++chunks) {
-    end -= size;
-    starts[chunks] = end;  // reversed below; starts[0] = 0 is the first chunk
-  }
-  std::reverse(starts.begin() + 1, starts.begin() + static_cast<std::ptrdiff_t>(chunks));
-
-  // Chunk k holds the uploads whose payloads start in [starts[k], starts[k + 1]); payload
-  // positions ascend with issue order, so each chunk is a run of issue indices and of bytes.
   // The first chunk's copy carries the descriptor table, which lies just below it.
-  std::size_t first = 0;
-  for (std::size_t k = 0; k < chunks; ++k) {
-    std::size_t last = n;
-    if (k + 1 < chunks) {
-      std::size_t lo = first;
-      std::size_t hi = n;
-      while (lo < hi) {
-        const std::size_t mid = lo + (hi - lo) / 2;
-        if (payload_offset(issued(block, mid)) < starts[k + 1]) {
-          lo = mid + 1;
-        } else {
-          hi = mid;
-        }
-      }
-      last = lo;
-    }
-    if (last == first) continue;
+  const Chunks chunks = cut_chunks(block, config_.pipeline_chunk_bytes, true);
+  for (std::size_t k = 0; k < chunks.count; ++k) {
+    const std::size_t first = chunks.first[k];
+    const std::size_t last = chunks.first[k + 1];
     const auto from = k == 0 ? -static_cast<std::int64_t>(block.table_bytes())
                              : static_cast<std::int64_t>(payload_offset(issued(block, first)));
-    const auto to =
-        static_cast<std::int64_t>(last == n ? payload : payload_offset(issued(block, last)));
+    const auto to = static_cast<std::int64_t>(last == n ? block.payload_bytes
+                                                        : payload_offset(issued(block, last)));
     add_staging_copies(block, index, from, to, hole);
     plan_.scatters.push_back(
         {device_table + (n - last), last - first, block.device_split, plan_.staging_copies.size()});
     ++plan_.pipeline_chunks;
-    first = last;
   }
 }
 

@@ -1906,3 +1906,50 @@ TEST_F(PlannerTest, NextFrameStartsFromAnEmptyPlan) {
 
 }  // namespace
 }  // namespace framestage
+
+namespace framestage {
+namespace {
+
+// Readbacks use an UploadArena whose targets are device sources. The main block is cut into
+// chunks growing from pipeline_chunk_bytes (smallest first, so the copy back starts early), and
+// a region at the direct threshold is copied device to device into its staging in its chunk.
+TEST_F(PlannerTest, ReadbacksAreChunkedSmallestFirstWithLargeRegionsCopiedToStaging) {
+  Config config = with_strategy(UploadStrategy::automatic);
+  config.pipeline_chunk_bytes = 4096;
+  config.direct_copy_threshold_bytes = 1024;
+  rebuild(config);
+  std::byte* source = destination(64 << 10);
+  for (std::size_t i = 0; i < 100; ++i) {
+    (void)uploads->reserve(address(source + i * 300), i == 50 ? 2000 : 256);
+  }
+  const ReadbackPlan& r = planner->plan_readbacks(*uploads);
+  const auto block = uploads->block(0);
+  ASSERT_EQ(block.payload_bytes, 99u * 256 + 2000);
+  EXPECT_EQ(r.regions, 100u);
+  EXPECT_EQ(r.bytes, 99u * 256 + 2000);
+  EXPECT_EQ(r.direct_regions, 1u);
+  ASSERT_EQ(r.chunks.size(), 2u) << "4096 B, then the rest (24,248 B)";
+  const ReadbackChunk& small = r.chunks[0];
+  const ReadbackChunk& rest = r.chunks[1];
+  EXPECT_EQ(small.gather.count, 16u);
+  EXPECT_EQ(small.table.bytes, 16u * sizeof(TransferDescriptor));
+  EXPECT_EQ(small.table.src, block.host_split - 16 * sizeof(TransferDescriptor));
+  EXPECT_EQ(small.gather.table,
+            reinterpret_cast<const TransferDescriptor*>(block.device_split) - 16);
+  EXPECT_EQ(small.back.dst, block.host_split);
+  EXPECT_EQ(small.back.src, block.device_split);
+  EXPECT_EQ(small.back.bytes, 16u * 256);
+  EXPECT_EQ(small.device_copies_end, 0u);
+  EXPECT_EQ(rest.gather.count, 84u);
+  EXPECT_EQ(rest.device_copies_end, 1u);
+  EXPECT_EQ(rest.back.dst, block.host_split + 16 * 256);
+  EXPECT_EQ(rest.back.bytes, block.payload_bytes - 16 * 256);
+  ASSERT_EQ(r.device_copies.size(), 1u);
+  EXPECT_EQ(r.device_copies[0].dst, block.device_split + 50 * 256);
+  EXPECT_EQ(r.device_copies[0].src, source + 50 * 300);
+  EXPECT_EQ(r.device_copies[0].bytes, 2000u);
+  EXPECT_EQ(std::get<2>(issued_descriptors()[50]), 0u) << "the gather skips the direct region";
+}
+
+}  // namespace
+}  // namespace framestage

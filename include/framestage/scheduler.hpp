@@ -19,10 +19,11 @@ namespace framestage {
 /// consumer stream once the copies it reads have landed (chunk by chunk), the direct copies once
 /// all of them have, so writes to persistent buffers come after earlier kernels on the consumer
 /// stream. The slot's ready event follows them.
-/// Readbacks: their descriptor tables go to the device on the readback stream, the gathers (and
-/// the copies of large regions into staging) run on the consumer stream (after the work enqueued
-/// there before, and before the frame's scatters when submit_readbacks() comes first), and the
-/// copies back to pinned memory on the readback stream, so they overlap the next frames' uploads.
+/// Readbacks, chunk by chunk: descriptor tables go to the device on the slot's stream, the
+/// gathers (and the copies of large regions into staging) run on the consumer stream (after
+/// the work enqueued there before, and before the frame's scatters when submit_readbacks()
+/// comes first), and the copies back to pinned memory on the readback stream, where they
+/// overlap the next chunks' gathers and later frames' uploads.
 /// retire() marks the consumer stream after the kernels that read the slot, and acquire() waits
 /// for that mark, the slot's copies and its readbacks before the host touches the slot again.
 /// **Thread safety:** owner thread only.

@@ -72,15 +72,22 @@ struct GatherOp {
   std::byte* staging;
 };
 
-/// @brief A frame's readbacks: copy the descriptor tables to the device; on the consumer stream,
-/// gather the small regions into device staging and copy each large one there (device to
-/// device, so that the consumer stream's later work cannot change it first); then copy the
-/// staging to the pinned readback arena (`copies`, device to host).
+/// @brief A frame's readbacks, in chunks so that the copy back of one overlaps the gather of
+/// the next. Per chunk: `table` goes to the device (slot stream); on the consumer stream the
+/// gather of its small regions into device staging, then the device-to-device copies of its
+/// large regions (device_copies up to `device_copies_end`), so that the consumer stream's later
+/// work cannot change them first; then `back` copies its staging to the pinned readback arena
+/// (readback stream). A chunk with nothing to gather has `table.bytes == 0`.
+struct ReadbackChunk {
+  CopyOp table;
+  GatherOp gather;
+  std::size_t device_copies_end;
+  CopyOp back;
+};
+
 struct ReadbackPlan {
-  std::vector<CopyOp> table_copies;
-  std::vector<GatherOp> gathers;
+  std::vector<ReadbackChunk> chunks;
   std::vector<CopyOp> device_copies;
-  std::vector<CopyOp> copies;
   std::size_t regions = 0;         ///< readback calls
   std::size_t bytes = 0;           ///< bytes read back
   std::size_t direct_regions = 0;  ///< regions copied on their own
@@ -138,9 +145,9 @@ class TransferPlanner {
 
   /// @brief Plans the readbacks reserved in `readbacks` (an UploadArena whose targets are device
   /// sources): regions of at least `direct_copy_threshold_bytes` are copied on their own (their
-  /// descriptors get 0 bytes, so the gather skips them), the rest gathered; one copy per block
-  /// brings them all back. Overlapping regions
-  /// are fine: nothing writes them. The plan is valid until the next call.
+  /// descriptors get 0 bytes, so the gather skips them), the rest gathered; the main block in
+  /// chunks growing from `pipeline_chunk_bytes`, so the first bytes start back early. Overlapping
+  /// regions are fine: nothing writes them. The plan is valid until the next call.
   const ReadbackPlan& plan_readbacks(UploadArena& readbacks);
 
  private:
