@@ -402,7 +402,7 @@ FrameTicket Coordinator::end_frame() {
       return m.planner.plan(input);
     }();
     readbacks = &m.planner.plan_readbacks(*s.readbacks);
-    m.scheduler.submit_readbacks(m.slot, *readbacks);  // its tables ahead of the copies
+    m.scheduler.submit_readbacks(m.slot, *readbacks);
     m.scheduler.submit_copies(m.slot, m.frame, p);
     m.scheduler.submit_consumers(m.slot, p);
     return p;

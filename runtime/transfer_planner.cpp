@@ -30,19 +30,19 @@ struct Chunks {
   std::size_t count = 0;
 };
 
-// Chunk sizes grow kPipelineChunkGrowth-fold from `smallest`, which is the last chunk when the
-// copy comes first and the scatter follows (uploads) and the first when the gather comes first
-// and the copy follows (readbacks); the largest chunk takes the rest, and is kept at least as
-// large as its neighbour. Chunks in which no payload starts are dropped.
-Chunks cut_chunks(const UploadArena::BlockView& block, std::size_t smallest, bool smallest_last) {
+// Chunk sizes grow `growth`-fold from `smallest`, which is the last chunk when the copy comes
+// first and the scatter follows (uploads) and the first when the gather comes first and the copy
+// follows (readbacks); the largest chunk takes the rest, and is kept at least as large as its
+// neighbour. Chunks in which no payload starts are dropped.
+Chunks cut_chunks(const UploadArena::BlockView& block, std::size_t smallest, std::size_t growth,
+                  bool smallest_last) {
   const std::size_t n = block.descriptors;
   const std::size_t payload = block.payload_bytes;
   std::array<std::size_t, Config::kMaxPipelineChunks> sizes{};
   std::size_t count = 1;
   std::size_t rest = payload;
   const std::size_t most = std::min<std::size_t>(Config::kMaxPipelineChunks, n);
-  for (std::size_t size = smallest; count < most && size <= rest / 2;
-       size *= Config::kPipelineChunkGrowth) {
+  for (std::size_t size = smallest; count < most && size <= rest / 2; size *= growth) {
     sizes[count++] = size;
     rest -= size;
   }
@@ -224,7 +224,7 @@ const ReadbackPlan& TransferPlanner::plan_readbacks(UploadArena& readbacks) {
     // Only the main block is pipelined: overflow blocks are rare and the events per slot few.
     Chunks chunks;
     if (b == 0) {
-      chunks = cut_chunks(block, config_.pipeline_chunk_bytes, false);
+      chunks = cut_chunks(block, config_.pipeline_chunk_bytes, Config::kReadbackChunkGrowth, false);
     } else {
       chunks.first[chunks.count = 1] = n;
     }
@@ -385,7 +385,8 @@ void TransferPlanner::add_upload_copies(const UploadArena::BlockView& block, std
   const std::size_t n = block.descriptors;
   const auto* device_table = reinterpret_cast<const TransferDescriptor*>(block.device_split) - n;
   // The first chunk's copy carries the descriptor table, which lies just below it.
-  const Chunks chunks = cut_chunks(block, config_.pipeline_chunk_bytes, true);
+  const Chunks chunks =
+      cut_chunks(block, config_.pipeline_chunk_bytes, Config::kPipelineChunkGrowth, true);
   for (std::size_t k = 0; k < chunks.count; ++k) {
     const std::size_t first = chunks.first[k];
     const std::size_t last = chunks.first[k + 1];

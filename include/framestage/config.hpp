@@ -75,6 +75,11 @@ struct Config {
   /// A scatter moves bytes over 5x faster than PCIe, so chunk k's scatter ends before chunk
   /// k + 1 (an eighth of its size) has landed.
   static constexpr std::size_t kPipelineChunkGrowth = 8;
+  /// Readbacks are gathered first and copied back second, so their first chunk holds about
+  /// pipeline_chunk_bytes and each later one this many times more: a chunk's descriptor table
+  /// and gather cost about a quarter of its copy back per byte, so the next chunk is ready before
+  /// the copy back of this one ends.
+  static constexpr std::size_t kReadbackChunkGrowth = 4;
 
   /// @brief Checks every member: buffering 1..8, arena_bytes 4 KiB..1 TiB, upload_arena_bytes
   /// and readback_arena_bytes 4 KiB..64 GiB, max_uploads_per_frame and max_readbacks_per_frame

@@ -19,11 +19,11 @@ namespace framestage {
 /// consumer stream once the copies it reads have landed (chunk by chunk), the direct copies once
 /// all of them have, so writes to persistent buffers come after earlier kernels on the consumer
 /// stream. The slot's ready event follows them.
-/// Readbacks, chunk by chunk: descriptor tables go to the device on the slot's stream, the
-/// gathers (and the copies of large regions into staging) run on the consumer stream (after
-/// the work enqueued there before, and before the frame's scatters when submit_readbacks()
-/// comes first), and the copies back to pinned memory on the readback stream, where they
-/// overlap the next chunks' gathers and later frames' uploads.
+/// Readbacks, chunk by chunk: each chunk's descriptor table and gather (and the copies of its
+/// large regions into staging) run on the consumer stream, after the work enqueued there before
+/// and before the frame's scatters when submit_readbacks() comes first; its copy back to pinned
+/// memory runs on the readback stream, overlapping the next chunks' gathers and later frames'
+/// uploads.
 /// retire() marks the consumer stream after the kernels that read the slot, and acquire() waits
 /// for that mark, the slot's copies and its readbacks before the host touches the slot again.
 /// **Thread safety:** owner thread only.
@@ -78,7 +78,6 @@ class Scheduler {
     Event copies_done;
     Event ready;
     Event retired;
-    Event readback_tables;    // the readback descriptor tables are on the device
     Event readback_gathered;  // the gathers (and the work before them) have run
     Event readback_done;      // the readbacks are in pinned memory
     std::array<Event, Config::kMaxPipelineChunks> chunk_landed{};     // one per pipelined chunk

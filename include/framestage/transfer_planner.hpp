@@ -73,8 +73,8 @@ struct GatherOp {
 };
 
 /// @brief A frame's readbacks, in chunks so that the copy back of one overlaps the gather of
-/// the next. Per chunk: `table` goes to the device (slot stream); on the consumer stream the
-/// gather of its small regions into device staging, then the device-to-device copies of its
+/// the next. Per chunk, on the consumer stream: `table` to the device, the gather of its small
+/// regions into device staging, then the device-to-device copies of its
 /// large regions (device_copies up to `device_copies_end`), so that the consumer stream's later
 /// work cannot change them first; then `back` copies its staging to the pinned readback arena
 /// (readback stream). A chunk with nothing to gather has `table.bytes == 0`.
@@ -146,7 +146,8 @@ class TransferPlanner {
   /// @brief Plans the readbacks reserved in `readbacks` (an UploadArena whose targets are device
   /// sources): regions of at least `direct_copy_threshold_bytes` are copied on their own (their
   /// descriptors get 0 bytes, so the gather skips them), the rest gathered; the main block in
-  /// chunks growing from `pipeline_chunk_bytes`, so the first bytes start back early. Overlapping
+  /// chunks growing kReadbackChunkGrowth-fold from `pipeline_chunk_bytes`, so the first bytes
+  /// start back early. Overlapping
   /// regions are fine: nothing writes them. The plan is valid until the next call.
   const ReadbackPlan& plan_readbacks(UploadArena& readbacks);
 
