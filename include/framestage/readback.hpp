@@ -18,6 +18,8 @@ namespace detail {
 struct ReadbackSlot {
   std::atomic<std::uint64_t> holds{0};      ///< the frame whose data the slot's arenas hold
   std::atomic<std::uint64_t> submitted{0};  ///< the last frame end_frame() submitted here
+  /// A frame whose readbacks are known to have landed; a cache, so written through const.
+  mutable std::atomic<std::uint64_t> landed{0};
   Backend* backend = nullptr;
   EventView done;  ///< recorded after the slot's readback copies, once per frame
 };
