@@ -310,6 +310,114 @@ bool measure_mirror(Backend& backend, std::vector<Row>& rows, double& fraction) 
   return match;
 }
 
+// 100,000 regions of 16-256 B read back, against one contiguous device-to-host copy of the same
+// bytes; every region of the last frame is checked.
+bool measure_readback(Backend& backend, std::uint64_t seed, std::vector<Row>& rows) {
+  constexpr std::size_t kRegions = 100'000;
+  const Items items = make_items(kRegions, false, seed);
+  const std::string name = "100000 readbacks 16-256 B";
+  DeviceBuffer<std::byte> device(backend, items.span);
+  std::vector<std::byte> contents(items.span);
+  std::mt19937_64 rng(seed + 2);
+  for (auto& b : contents)
+    b = static_cast<std::byte>(rng());
+  backend.copy_async(device.data(), contents.data(), contents.size(), {});
+  backend.synchronize({});
+  MemoryBlock pinned(backend, MemoryKind::pinned, items.bytes);
+  Stream stream(backend);
+  const double ceiling = time_enqueued(backend, stream.view(), 50, [&] {
+    backend.copy_async(pinned.data(), device.data(), items.bytes, stream.view());
+  });
+  rows.push_back({name, "one contiguous D2H copy (ceiling)", ceiling, ceiling});
+
+  Config config;
+  config.readback_arena_bytes = items.bytes * 2;
+  config.max_readbacks_per_frame = kRegions;
+  Coordinator coordinator(config, backend);
+  std::vector<Readback<std::byte>> taken(kRegions);
+  std::vector<double> t;
+  std::vector<double> host;
+  bool match = true;
+  for (int frame = 0; frame < 40; ++frame) {
+    coordinator.begin_frame();
+    for (std::size_t i = 0; i < kRegions; ++i)
+      taken[i] = coordinator.readback(device.data() + items.offsets[i], items.sizes[i]);
+    const auto start = Clock::now();
+    (void)coordinator.end_frame();
+    const auto returned = Clock::now();
+    taken.back().wait(kTimeout);
+    if (frame >= 5) {
+      t.push_back(micros(Clock::now() - start));
+      host.push_back(micros(returned - start));
+    }
+  }
+  for (std::size_t i = 0; i < kRegions; ++i) {
+    match &=
+        std::memcmp(taken[i].get().data(), contents.data() + items.offsets[i], items.sizes[i]) == 0;
+  }
+  rows.push_back(
+      {name,
+       "framestage, " + std::to_string(coordinator.stats().last_frame.readbacks) + " gathered",
+       median(std::move(t)), ceiling, median(std::move(host))});
+  return match;
+}
+
+// 64 MiB uploaded and 64 MiB read back in one frame, against two plain copies at once.
+bool measure_up_and_back(Backend& backend) {
+  constexpr std::size_t kBytes = std::size_t{64} << 20;
+  DeviceBuffer<std::byte> up(backend, kBytes);
+  DeviceBuffer<std::byte> down(backend, kBytes);
+  MemoryBlock to_device(backend, MemoryKind::pinned, kBytes);
+  MemoryBlock to_host(backend, MemoryKind::pinned, kBytes);
+  std::memset(to_device.data(), 1, kBytes);
+  Stream h2d(backend);
+  Stream d2h(backend);
+  Event down_done(backend);
+  const double plain_us = time_enqueued(backend, h2d.view(), 20, [&] {
+    backend.copy_async(up.data(), to_device.data(), kBytes, h2d.view());
+    backend.copy_async(to_host.data(), down.data(), kBytes, d2h.view());
+    backend.record_event(down_done.native(), d2h.view());
+    backend.stream_wait_event(h2d.view(), down_done.native());
+  });
+
+  Config config;
+  config.arena_bytes = std::size_t{1} << 20;
+  config.upload_arena_bytes = kBytes + (std::size_t{1} << 20);
+  config.readback_arena_bytes = kBytes + (std::size_t{1} << 20);
+  Coordinator coordinator(config, backend);
+  std::vector<std::uint32_t> state(kBytes / 4);
+  std::vector<double> t;
+  bool match = true;
+  for (int frame = 0; frame < 20; ++frame) {
+    fill_frame(state, frame);
+    coordinator.begin_frame();
+    const auto back = coordinator.readback(down.data(), kBytes);
+    coordinator.upload<std::uint32_t>(reinterpret_cast<std::uint32_t*>(up.data()), state);
+    const auto start = Clock::now();
+    const FrameTicket ticket = coordinator.end_frame();
+    ticket.wait(kTimeout);
+    back.wait(kTimeout);
+    if (frame >= 3) t.push_back(micros(Clock::now() - start));
+    if (frame == 19) {
+      // What went down this frame comes back next frame (readbacks precede the uploads).
+      coordinator.begin_frame();
+      const auto check =
+          coordinator.readback(reinterpret_cast<const std::uint32_t*>(up.data()), state.size());
+      (void)coordinator.end_frame();
+      match = std::equal(state.begin(), state.end(), check.get(kTimeout).begin());
+    }
+  }
+  const double us = median(std::move(t));
+  const auto gbps = [](double micros_taken) {
+    return 2.0 * static_cast<double>(kBytes) / micros_taken / 1e3;
+  };
+  std::printf(
+      "upload + readback, 64 MiB each in one frame: %.0f us = %.1f GB/s together; two plain "
+      "copies at once %.0f us = %.1f GB/s (%.0f%%)\n",
+      us, gbps(us), plain_us, gbps(plain_us), plain_us / us * 100);
+  return match;
+}
+
 // Host cost per item of frame_alloc + stage_for_upload, one thread.
 double measure_host_cost(Backend& backend) {
   constexpr std::size_t kItemsPerFrame = 100'000;
@@ -416,7 +524,9 @@ int run_gpu_measurements(Backend& backend, std::uint64_t seed) {
   ok &= measure_items(backend, 1'000, false, seed, rows);
   double fraction = 0;
   ok &= measure_mirror(backend, rows, fraction);
+  ok &= measure_readback(backend, seed, rows);
   print_rows(rows);
+  ok &= measure_up_and_back(backend);
   std::printf("\nhost cost, frame_alloc + stage_for_upload: %.1f ns per item (one thread)\n",
               measure_host_cost(backend));
   measure_pipeline(backend);
