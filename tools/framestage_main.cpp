@@ -1,173 +1,357 @@
-// The `framestage` command-line program. `framestage bench` runs the built-in default workload
-// on the best available backend, checks every destination byte, and prints what it did.
-#include <framestage/framestage.hpp>
+// The `framestage` command-line program:
+//   framestage probe    the device's copy ceilings and per-call costs, and calibrated thresholds
+//   framestage bench    workloads run with every transfer strategy side by side, every byte checked
+//   framestage measure  the GPU measurements recorded in bench/RESULTS.md for issue 4
+#include "bench_runner.hpp"
+#include "device_info.hpp"
+#include "probe.hpp"
+#include "progress_bar.hpp"
+#include "report.hpp"
+#include "workload.hpp"
+
+#include <framestage/error.hpp>
 
 #if FRAMESTAGE_HAS_CUDA
 #include "gpu_measurements.hpp"
 #endif
 
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
-#include <random>
+#include <ctime>
+#include <fstream>
 #include <string>
 #include <vector>
 
+#ifndef FRAMESTAGE_VERSION
+#define FRAMESTAGE_VERSION "unknown"
+#endif
+
 namespace {
 
-constexpr const char* kUsage =
-    "usage: framestage <command> [options]\n"
-    "\n"
-    "commands:\n"
-    "  bench [--frames N] [--seed S] [--no-gpu-measurements]\n"
-    "                                  run the default workload and check every byte; on a GPU,\n"
-    "                                  then measure framestage against one contiguous copy,\n"
-    "                                  per-item cudaMemcpyAsync and cudaMemcpyBatchAsync\n"
-    "  --help                          show this text\n";
+using namespace framestage;
+using namespace framestage::tools;
 
-struct BenchOptions {
-  std::uint64_t frames = 200;
-  std::uint64_t seed = 1;
-  bool skip_gpu_measurements = false;
+// Exit status: 0 success; 1 a run failed (a byte did not match, a device error); 2 the command
+// line, a workload file or a config file is wrong.
+constexpr int kFailed = 1;
+constexpr int kUsage = 2;
+
+const std::vector<std::string> kBackends{"auto", "cuda", "host"};
+
+struct ProbeArgs {
+  std::string backend = "auto";
+  int device = 0;
+  std::string save;
+  std::string config;
+  bool quick = false;
 };
 
-// Default workload: each frame uploads `kItems` items of 16-256 B to scattered offsets of a
-// persistent buffer, and stages one mirrored array of `kMirrorFloats` floats.
-constexpr std::size_t kItems = 10'000;
-constexpr std::size_t kDestinationBytes = std::size_t{8} << 20;
-constexpr std::size_t kMirrorFloats = std::size_t{1} << 18;
+struct BenchArgs {
+  std::vector<std::string> workloads;
+  std::string backend = "auto";
+  int device = 0;
+  std::string config;
+  std::vector<std::string> strategies;
+  std::uint32_t frames = 0;
+  double max_seconds_per_strategy = 0.5;
+  std::string json;
+  std::string csv;
+  bool list = false;
+  bool quiet = false;
+  bool no_pipelined = false;
+};
 
-int run_bench(const BenchOptions& options) {
-  using namespace framestage;
-  auto [backend, reason] = make_default_backend();
-  std::printf("framestage bench: backend: %s\n", backend->describe().c_str());
-  std::printf("framestage bench: %s\n", reason.c_str());
-  if (backend->kind() == BackendKind::host) {
-    std::printf("framestage bench: host emulation: times below are host memcpy, not GPU figures\n");
-  }
+struct MeasureArgs {
+  int device = 0;
+  std::uint64_t seed = 1;
+};
 
-  Config config;
-  config.buffering = 3;
-  config.arena_bytes = std::size_t{16} << 20;
-  Coordinator coordinator(config, *backend);
-  DeviceBuffer<std::byte> destination(*backend, kDestinationBytes);
-
-  std::mt19937_64 rng(options.seed);
-  std::vector<std::byte> expected(kDestinationBytes);
-  std::vector<std::byte> item(256);
-  std::size_t uploaded_bytes = 0;
-  std::size_t mismatches = 0;
-  std::chrono::nanoseconds total{0};
-
-  // Device memory starts undefined: give the destination known contents through framestage.
-  coordinator.begin_frame();
-  coordinator.upload<std::byte>(destination.data(), expected);
-  coordinator.end_frame().wait();
-
-  for (std::uint64_t f = 0; f < options.frames; ++f) {
-    const auto start = std::chrono::steady_clock::now();
-    coordinator.begin_frame();
-    // Ascending, non-overlapping destinations with random gaps: sparse updates of a state array.
-    std::size_t offset = 0;
-    const std::size_t stride = kDestinationBytes / kItems;
-    for (std::size_t i = 0; i < kItems; ++i, offset += stride) {
-      const std::size_t bytes = 16 + rng() % 241;
-      for (std::size_t b = 0; b < bytes; ++b)
-        item[b] = static_cast<std::byte>(rng());
-      coordinator.upload(destination.data() + offset,
-                         std::span<const std::byte>(item.data(), bytes));
-      std::memcpy(expected.data() + offset, item.data(), bytes);
-      uploaded_bytes += bytes;
-    }
-    auto mirror = coordinator.frame_alloc<float>(kMirrorFloats);
-    for (std::size_t i = 0; i < mirror.size(); ++i)
-      mirror[i] = static_cast<float>(f * 7 + i);
-    coordinator.stage_for_upload(mirror);
-    const FrameTicket ticket = coordinator.end_frame();
-    ticket.wait();
-    total += std::chrono::steady_clock::now() - start;
-
-    // Check every byte that arrived: the destination buffer and the mirror.
-    const auto got = destination.to_host();
-    mismatches += got != expected;
-    std::vector<float> mirrored(kMirrorFloats);
-    backend->read_device(mirrored.data(), coordinator.device_ptr(mirror),
-                         mirrored.size() * sizeof(float));
-    mismatches += !std::equal(mirrored.begin(), mirrored.end(), mirror.begin());
-  }
-  coordinator.synchronize();
-
-  const auto& stats = coordinator.stats();
-  const double ms_per_frame = std::chrono::duration<double, std::milli>(total).count() /
-                              static_cast<double>(options.frames);
-  std::printf("framestage bench: %llu frames x (%zu uploads of 16-256 B + %zu B mirrored)\n",
-              static_cast<unsigned long long>(options.frames), kItems,
-              kMirrorFloats * sizeof(float));
-  std::printf(
-      "framestage bench: last frame: strategy %s, %zu staging copies, %zu scatter launch(es), "
-      "%zu direct copies\n",
-      stats.last_frame.strategy == UploadStrategy::automatic
-          ? "none"
-          : std::string(to_string(stats.last_frame.strategy)).c_str(),
-      stats.last_frame.staging_copies, stats.last_frame.scatter_launches,
-      stats.last_frame.direct_copies);
-  // Totals include the set-up frame that initialised the destination.
-  std::printf(
-      "framestage bench: %llu uploads (%zu bytes) measured; all frames: %zu copies + %zu "
-      "scatter launches\n",
-      static_cast<unsigned long long>(options.frames * kItems), uploaded_bytes,
-      stats.staging_copies + stats.direct_copies, stats.scatter_launches);
-  std::printf("framestage bench: %.3f ms per frame (begin_frame to ready, host clock)\n",
-              ms_per_frame);
-  std::printf("framestage bench: contents checked: %s\n",
-              mismatches == 0 ? "every byte matches" : "MISMATCH");
-  int status = mismatches == 0 ? 0 : 1;
-#if FRAMESTAGE_HAS_CUDA
-  if (backend->kind() == BackendKind::cuda && !options.skip_gpu_measurements) {
-    status |= bench::run_gpu_measurements(*backend, options.seed);
-  }
-#endif
-  return status;
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return text;
 }
 
-bool parse_number(const char* text, std::uint64_t& out) {
-  char* end = nullptr;
-  out = std::strtoull(text, &end, 10);
-  return end != text && *end == '\0';
+// Writes `text` to `path`, or to stdout for "-".
+void write_output(const std::string& path, const std::string& text, const char* what) {
+  if (path == "-") {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return;
+  }
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  if (!out) {
+    throw Error(ErrorCategory::misuse,
+                std::string(what) + " file '" + path + "' cannot be written");
+  }
+}
+
+int run_probe_command(const ProbeArgs& args) {
+  ProbeOptions options;
+  options.quick = args.quick;
+  if (!args.config.empty()) options.base = load_config(args.config).config;
+  options.base.device = args.device;
+  const OpenedBackend opened = open_backend(args.backend, args.device);
+  // With --save -, stdout is the JSON alone.
+  std::FILE* text = args.save == "-" ? stderr : stdout;
+  std::fprintf(text, "framestage probe: backend: %s (%s)\n", opened.backend->describe().c_str(),
+               opened.reason.c_str());
+  std::fflush(text);
+  const ProbeResult result = run_probe(*opened.backend, options);
+  print_probe(text, result);
+  if (!args.save.empty()) {
+    write_output(args.save, to_json(result).dump(2) + "\n", "--save");
+    if (args.save != "-") {
+      std::fprintf(text, "framestage probe: saved to %s (bench --config %s uses its \"config\")\n",
+                   args.save.c_str(), args.save.c_str());
+    }
+  }
+  return 0;
+}
+
+int run_bench_command(const BenchArgs& args, const std::vector<std::string>& command_line) {
+  if (args.json == "-" && args.csv == "-") {
+    throw Error(ErrorCategory::misuse, "--json - and --csv - both ask for stdout; pick one");
+  }
+  BenchReport report;
+  report.command_line = command_line;
+  report.started_at = utc_now();
+  BenchOptions& options = report.options;
+  options.max_seconds_per_strategy = args.max_seconds_per_strategy;
+  options.pipelined = !args.no_pipelined;
+  if (args.frames > 0) options.frames = args.frames;
+  if (!args.strategies.empty()) {
+    options.strategies.clear();
+    for (const Strategy strategy : kAllStrategies) {
+      if (std::find(args.strategies.begin(), args.strategies.end(), to_string(strategy)) !=
+          args.strategies.end()) {
+        options.strategies.push_back(strategy);
+      }
+    }
+  }
+  std::string probed_device;
+  report.config_source = "built-in defaults";
+  if (!args.config.empty()) {
+    LoadedConfig loaded = load_config(args.config);
+    options.config = loaded.config;
+    report.config_source = loaded.source;
+    probed_device = loaded.probed_device;
+  }
+  options.config.device = args.device;
+
+  std::vector<WorkloadSpec> specs;
+  if (args.workloads.empty()) {
+    specs = default_suite();
+  } else {
+    std::vector<std::filesystem::path> paths(args.workloads.begin(), args.workloads.end());
+    specs = load_workloads(paths);
+  }
+  if (args.list) {
+    for (const auto& spec : specs) {
+      std::printf("%-24s %s; %u frames%s%s\n", spec.name.c_str(), spec.summary().c_str(),
+                  spec.frames, spec.description.empty() ? "" : ": ", spec.description.c_str());
+    }
+    return 0;
+  }
+
+  const OpenedBackend opened = open_backend(args.backend, args.device);
+  report.device = describe_device(*opened.backend);
+  report.backend_reason = opened.reason;
+  if (!probed_device.empty() && !report.device.emulation && probed_device != report.device.name) {
+    std::fprintf(stderr, "framestage bench: warning: the config was probed on %s, and this is %s\n",
+                 probed_device.c_str(), report.device.name.c_str());
+  }
+  // The table goes to stdout unless the JSON or the CSV does.
+  std::FILE* table = args.quiet || args.json == "-" || args.csv == "-" ? nullptr : stdout;
+  if (table != nullptr) {
+    print_header(table, report);
+    std::fflush(table);
+  }
+  ProgressBar progress(specs.size() * planned_runs(options),
+                       !args.quiet && ProgressBar::stderr_is_terminal());
+  for (const auto& spec : specs) {
+    report.workloads.push_back(run_workload(*opened.backend, spec, options, progress));
+    progress.clear();
+    if (table != nullptr) {
+      print_workload(table, report.workloads.back());
+      std::fflush(table);
+    }
+  }
+  progress.clear();
+  if (!args.json.empty()) write_output(args.json, to_json(report).dump(2) + "\n", "--json");
+  if (!args.csv.empty()) write_output(args.csv, to_csv(report), "--csv");
+
+  std::FILE* verdict = table != nullptr ? table : stderr;
+  if (report.contents_ok()) {
+    std::fprintf(verdict,
+                 "\nframestage bench: contents checked: every byte of every strategy "
+                 "matches the host reference\n");
+    return 0;
+  }
+  std::fprintf(verdict, "\nframestage bench: contents checked: MISMATCH in");
+  for (const auto& workload : report.workloads) {
+    for (const auto& result : workload.results)
+      if (result.skipped.empty() && !result.contents_ok)
+        std::fprintf(verdict, " %s/%s", workload.spec.name.c_str(),
+                     std::string(to_string(result.strategy)).c_str());
+    if (workload.pipelined && !workload.pipelined->contents_ok)
+      std::fprintf(verdict, " %s/pipelined", workload.spec.name.c_str());
+  }
+  std::fprintf(verdict, "\n");
+  return kFailed;
+}
+
+int run_measure_command(const MeasureArgs& args) {
+#if FRAMESTAGE_HAS_CUDA
+  const OpenedBackend opened = open_backend("cuda", args.device);
+  return bench::run_gpu_measurements(*opened.backend, args.seed);
+#else
+  (void)args;
+  throw Error(ErrorCategory::cuda,
+              "this build of framestage has no CUDA backend (no nvcc at configure time); the "
+              "measurements need a GPU");
+#endif
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
-    std::fputs(kUsage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
+  const std::vector<std::string> command_line(argv, argv + argc);
+  CLI::App app{
+      "framestage streams per-frame data from pinned host memory to GPU kernels, coalescing many "
+      "small uploads into one copy and a scatter kernel. This program measures it.",
+      "framestage"};
+  app.set_version_flag("--version", FRAMESTAGE_VERSION);
+  app.require_subcommand(1);
+  app.get_formatter()->column_width(34);
+
+  ProbeArgs probe;
+  CLI::App* probe_command = app.add_subcommand(
+      "probe",
+      "Measure the device: copy ceilings (pinned H2D, D2H, both at once, pageable H2D), per-call "
+      "costs (a copy, a kernel launch, an event) and the planner thresholds they imply");
+  probe_command
+      ->add_option("--backend", probe.backend, "auto (CUDA if a device is present), cuda or host")
+      ->check(CLI::IsMember(kBackends))
+      ->capture_default_str();
+  probe_command->add_option("--device", probe.device, "CUDA device ordinal")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  probe_command->add_option("--save", probe.save,
+                            "write every figure and the calibrated config as JSON to FILE (- for "
+                            "stdout); bench --config FILE loads it");
+  probe_command
+      ->add_option("--config", probe.config,
+                   "base config (a Config JSON or a probe file); the probe replaces only "
+                   "the thresholds it calibrates")
+      ->check(CLI::ExistingFile);
+  probe_command->add_flag("--quick", probe.quick,
+                          "small copies and few repetitions: checks that the probe runs, "
+                          "calibrates nothing");
+
+  BenchArgs bench;
+  std::string strategy_names;
+  for (const Strategy strategy : kAllStrategies) {
+    strategy_names += (strategy_names.empty() ? "" : ", ") + std::string(to_string(strategy));
   }
-  if (std::strcmp(argv[1], "bench") != 0) {
-    std::fprintf(stderr, "framestage: unknown command '%s'\n%s", argv[1], kUsage);
-    return 2;
+  std::vector<std::string> strategy_words;
+  for (const Strategy strategy : kAllStrategies)
+    strategy_words.emplace_back(to_string(strategy));
+  CLI::App* bench_command = app.add_subcommand(
+      "bench",
+      "Run workloads with every strategy side by side (ceiling, per-item, per-item-pageable, "
+      "batch-async, framestage and each framestage strategy forced), check every destination "
+      "byte against a host reference, and print a table. With no workload it runs the built-in "
+      "default suite (bench/workloads/).");
+  bench_command
+      ->add_option("workloads", bench.workloads,
+                   "workload JSON files, or directories of them (default: the built-in suite)")
+      ->check(CLI::ExistingPath);
+  bench_command
+      ->add_option("--backend", bench.backend, "auto (CUDA if a device is present), cuda or host")
+      ->check(CLI::IsMember(kBackends))
+      ->capture_default_str();
+  bench_command->add_option("--device", bench.device, "CUDA device ordinal")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  bench_command
+      ->add_option("--config", bench.config,
+                   "framestage's config: a Config JSON file, or a file from probe --save")
+      ->check(CLI::ExistingFile);
+  bench_command
+      ->add_option("--strategies", bench.strategies,
+                   "comma-separated strategies to run (default: all): " + strategy_names)
+      ->delimiter(',')
+      ->check(CLI::IsMember(strategy_words));
+  bench_command
+      ->add_option(
+          "--frames", bench.frames,
+          "measured frames per strategy, for every workload (default: each workload's frames)")
+      ->check(CLI::Range(1u, WorkloadSpec::kMaxFrames));
+  bench_command
+      ->add_option("--max-seconds-per-strategy", bench.max_seconds_per_strategy,
+                   "run fewer frames (at least 3) of a strategy slower than this; 0: no limit")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
+  bench_command->add_option("--json", bench.json,
+                            "write the report (every figure, the device, the config) as JSON to "
+                            "FILE (- for stdout)");
+  bench_command->add_option("--csv", bench.csv,
+                            "write one row per strategy as CSV to FILE (- for stdout)");
+  bench_command->add_flag("--list", bench.list, "list the workloads and exit");
+  bench_command->add_flag("--quiet", bench.quiet, "no table and no progress bar");
+  bench_command->add_flag("--no-pipelined", bench.no_pipelined,
+                          "skip the back-to-back (pipelined) framestage run of each workload");
+
+  MeasureArgs measure;
+  CLI::App* measure_command = app.add_subcommand(
+      "measure",
+      "The GPU measurements of issue 4 (bench/RESULTS.md): 100,000 and 1,000 items against the "
+      "ceiling, the 16 MiB mirror, host cost per item, and triple buffering. Needs a GPU.");
+  measure_command->add_option("--device", measure.device, "CUDA device ordinal")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  measure_command->add_option("--seed", measure.seed, "item sizes and order")
+      ->capture_default_str();
+
+  if (argc < 2) {
+    std::fputs(app.help().c_str(), stderr);
+    return kUsage;
   }
-  BenchOptions options;
-  for (int i = 2; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--no-gpu-measurements") == 0) {
-      options.skip_gpu_measurements = true;
-      continue;
-    }
-    const bool has_value = i + 1 < argc;
-    std::uint64_t* target = std::strcmp(argv[i], "--frames") == 0 ? &options.frames
-                            : std::strcmp(argv[i], "--seed") == 0 ? &options.seed
-                                                                  : nullptr;
-    if (target == nullptr || !has_value || !parse_number(argv[i + 1], *target) ||
-        (target == &options.frames && *target == 0)) {
-      std::fprintf(stderr, "framestage bench: bad option '%s'\n%s", argv[i], kUsage);
-      return 2;
-    }
-    ++i;
+  // CLI11 would only say that a subcommand is required; name the word it did not know.
+  const auto commands = app.get_subcommands([](CLI::App*) { return true; });
+  if (const std::string first = argv[1];
+      !first.empty() && first[0] != '-' &&
+      std::none_of(commands.begin(), commands.end(),
+                   [&](CLI::App* command) { return command->check_name(first); })) {
+    std::fprintf(stderr,
+                 "framestage: unknown command '%s' (commands: probe, bench, measure; see "
+                 "framestage --help)\n",
+                 first.c_str());
+    return kUsage;
   }
   try {
-    return run_bench(options);
-  } catch (const framestage::Error& e) {
-    std::fprintf(stderr, "%s\n", e.what());
-    return 1;
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : kUsage;
+  }
+
+  const char* command = *probe_command ? "probe" : *bench_command ? "bench" : "measure";
+  try {
+    if (*probe_command) return run_probe_command(probe);
+    if (*bench_command) return run_bench_command(bench, command_line);
+    return run_measure_command(measure);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "framestage %s: %s\n", command, e.what());
+    return e.category() == ErrorCategory::bad_config || e.category() == ErrorCategory::misuse
+               ? kUsage
+               : kFailed;
   }
 }
