@@ -1,5 +1,7 @@
 #include "probe.hpp"
 
+#include "workload.hpp"
+
 #include <framestage/coordinator.hpp>
 #include <framestage/error.hpp>
 
@@ -279,14 +281,6 @@ class Prober {
   Event done_;
 };
 
-std::string bytes_text(std::size_t bytes) {
-  if (bytes >= (std::size_t{1} << 20) && bytes % (std::size_t{1} << 20) == 0)
-    return std::to_string(bytes >> 20) + " MiB";
-  if (bytes >= (std::size_t{1} << 10) && bytes % (std::size_t{1} << 10) == 0)
-    return std::to_string(bytes >> 10) + " KiB";
-  return std::to_string(bytes) + " B";
-}
-
 }  // namespace
 
 ProbeResult run_probe(Backend& backend, const ProbeOptions& options) {
@@ -306,7 +300,7 @@ void print_probe(std::FILE* out, const ProbeResult& r) {
                "ceilings:  pinned H2D %.1f GB/s, pinned D2H %.1f GB/s, both at once %.1f GB/s "
                "together, pageable H2D %.1f GB/s (%s copies, median of %d)\n",
                r.pinned_h2d_gbps, r.pinned_d2h_gbps, r.bidirectional_gbps, r.pageable_h2d_gbps,
-               bytes_text(r.copy_bytes).c_str(), r.copy_repetitions);
+               exact_size_text(r.copy_bytes).c_str(), r.copy_repetitions);
   std::fprintf(out,
                "per call:  %s %.2f us, kernel launch %.2f us, event record %.2f us (host time "
                "to enqueue); 64 B copy round trip %.1f us; 64 B copies back to back %.2f us "
@@ -316,7 +310,7 @@ void print_probe(std::FILE* out, const ProbeResult& r) {
   std::fprintf(out, "scatter:   %.1f GB/s (64 KiB pieces, device to device)\n", r.scatter_gbps);
   std::fprintf(out, "frames of 128 B uploads, end_frame to arrival (zero-copy / copy+scatter):");
   for (const auto& c : r.crossovers)
-    std::fprintf(out, "  %s %.1f / %.1f us", bytes_text(c.bytes).c_str(), c.zero_copy_us,
+    std::fprintf(out, "  %s %.1f / %.1f us", exact_size_text(c.bytes).c_str(), c.zero_copy_us,
                  c.copy_scatter_us);
   std::fprintf(out, "\n");
   std::fprintf(out,

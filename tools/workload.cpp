@@ -137,15 +137,15 @@ double unit(std::mt19937_64& rng) {
   return static_cast<double>(rng() >> 11) * 0x1.0p-53;
 }
 
-std::string with_unit(std::size_t bytes) {
+}  // namespace
+
+std::string exact_size_text(std::size_t bytes) {
   if (bytes >= (std::size_t{1} << 20) && bytes % (std::size_t{1} << 20) == 0)
     return std::to_string(bytes >> 20) + " MiB";
   if (bytes >= (std::size_t{1} << 10) && bytes % (std::size_t{1} << 10) == 0)
     return std::to_string(bytes >> 10) + " KiB";
   return std::to_string(bytes) + " B";
 }
-
-}  // namespace
 
 std::string_view to_string(SizeDistribution distribution) noexcept {
   return kDistributionWords[static_cast<std::size_t>(distribution)];
@@ -282,8 +282,9 @@ nlohmann::ordered_json WorkloadSpec::to_json() const {
 
 std::string WorkloadSpec::summary() const {
   std::string sizes = min_item_bytes == max_item_bytes
-                          ? with_unit(min_item_bytes)
-                          : with_unit(min_item_bytes) + "-" + with_unit(max_item_bytes) + " (" +
+                          ? exact_size_text(min_item_bytes)
+                          : exact_size_text(min_item_bytes) + "-" +
+                                exact_size_text(max_item_bytes) + " (" +
                                 std::string(to_string(size_distribution)) + ")";
   std::string out = std::to_string(items_per_frame) + (items_per_frame == 1 ? " item" : " items") +
                     " of " + sizes + ", " + std::string(to_string(destination));

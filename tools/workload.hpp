@@ -119,4 +119,7 @@ struct ItemLayout {
 /// position and the tag, so frames (and strategies) never leave the same bytes behind.
 void fill_frame_bytes(std::span<std::byte> bytes, std::uint64_t tag) noexcept;
 
+/// "64 KiB", "2 MiB" or "100 B": the largest unit that divides `bytes` exactly.
+[[nodiscard]] std::string exact_size_text(std::size_t bytes);
+
 }  // namespace framestage::tools
