@@ -242,6 +242,8 @@ Config Config::from_json(std::string_view json_text) {
     document = json::parse(json_text.begin(), json_text.end(), reject_repeated_keys);
   } catch (const json::parse_error& error) {
     FRAMESTAGE_FAIL(bad_config, "config is not valid JSON (byte ", error.byte, "): ", error.what());
+  } catch (const json::exception& error) {  // a number out of range, say (found by fuzzing)
+    FRAMESTAGE_FAIL(bad_config, "config is not valid JSON: ", error.what());
   }
   FRAMESTAGE_EXPECTS(document.is_object(), bad_config, "config must be a JSON object, got ",
                      Described{document});

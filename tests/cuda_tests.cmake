@@ -11,6 +11,8 @@ set(framestage_cuda_tests
   test_cuda_coordinator
   test_cuda_readback
   test_cuda_failure
+  test_cuda_concurrency
+  test_cuda_soak
 )
 #
 # C++20 for nvcc is given as a flag, as the top-level CMakeLists.txt does (framestage_cuda_flags):
@@ -30,3 +32,14 @@ foreach(name IN LISTS framestage_cuda_tests)
   endif()
   gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS ${label})
 endforeach()
+
+# test_cuda_exhaustion takes nearly all device memory for a moment, so ctest runs it alone
+# (RUN_SERIAL) rather than beside other GPU tests (tools/gpu-check runs ctest -j4).
+add_executable(test_cuda_exhaustion test_cuda_exhaustion.cu)
+target_link_libraries(test_cuda_exhaustion PRIVATE framestage::framestage GTest::gtest_main
+                                                   CUDA::cudart)
+target_compile_options(test_cuda_exhaustion PRIVATE ${framestage_cuda_flags})
+set_target_properties(test_cuda_exhaustion PROPERTIES RUNTIME_OUTPUT_DIRECTORY
+                                                      ${CMAKE_CURRENT_BINARY_DIR})
+gtest_discover_tests(test_cuda_exhaustion DISCOVERY_TIMEOUT 60
+                     PROPERTIES LABELS cuda RUN_SERIAL TRUE)

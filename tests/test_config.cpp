@@ -202,6 +202,7 @@ INSTANTIATE_TEST_SUITE_P(
         Rejected{"TrailingComma", R"({"buffering": 3,})", {"not valid JSON", "byte"}},
         Rejected{"Truncated", R"({"buffering": )", {"not valid JSON"}},
         Rejected{"Empty", "", {"not valid JSON"}},
+        Rejected{"NumberTooLargeForADouble", R"({"buffering": 1e400})", {"not valid JSON"}},
         Rejected{"TopLevelArray", "[1, 2]", {"must be a JSON object, got array"}},
         Rejected{"TopLevelString", R"("buffering")", {"must be a JSON object, got string"}},
         Rejected{"UnknownKey",

@@ -95,6 +95,7 @@ INSTANTIATE_TEST_SUITE_P(
     WorkloadSpec, RejectsBadFile,
     ::testing::Values(
         BadFile{"{\"name\": ", "workload 'bad.json': not valid JSON"},
+        BadFile{"{\"items_per_frame\": 1e400}", "workload 'bad.json': not valid JSON"},
         BadFile{"[1, 2]", "expected a JSON object"},
         BadFile{with("colour", "red"), "unknown key \"colour\""},
         BadFile{with("name", nullptr), "key \"name\": expected a string, got nothing"},

@@ -161,7 +161,7 @@ WorkloadSpec WorkloadSpec::from_json(std::string_view text, std::string_view ori
   json object;
   try {
     object = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors, and numbers out of range (fuzzing)
     throw Error(ErrorCategory::bad_config,
                 "workload " + in_quotes(origin) + ": not valid JSON: " + e.what());
   }

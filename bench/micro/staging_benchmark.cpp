@@ -1,0 +1,218 @@
+// Host cost per item of the staging calls, on 1, 2, 4, 8 and 16 threads (Google Benchmark).
+//
+// One iteration is one frame's staging phase: every thread issues kItemsPerThread items of
+// kItemBytes between two barriers, and only that phase is timed: the wall time from the barrier
+// that releases the threads to the last one's finish (manual time). begin_frame, end_frame and
+// waiting for the frame happen outside it. items_per_second counts every thread's items, so
+// items_per_second at N threads over that at 1 thread is the scaling. Benchmarks:
+//   BM_FrameAllocStage  frame_alloc + write + stage_for_upload
+//   BM_Upload           upload (the copy into pinned memory included)
+//   BM_ReserveUpload    reserve_upload + write in place
+//   BM_Readback         readback
+//   BM_CopyBaseline     the same bytes written to pinned memory with no coordinator (the floor)
+// After the runs a table gives items/s, ns per item and the scaling from 1 thread for each.
+// The backend is make_default_backend(): CUDA (real pinned memory) on a GPU machine.
+//
+//   ./build/framestage_micro                                   # everything
+//   ./build/framestage_micro --benchmark_filter=BM_Upload      # one benchmark
+#include <framestage/framestage.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <array>
+#include <barrier>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+using framestage::Config;
+using framestage::Coordinator;
+using framestage::DeviceBuffer;
+
+constexpr std::size_t kItemsPerThread = 32768;
+constexpr std::size_t kItemBytes = 32;
+constexpr int kMaxThreads = 16;
+using Clock = std::chrono::steady_clock;
+
+/// What one benchmark run shares between its threads; made by Setup before they start.
+struct Shared {
+  explicit Shared(int threads)
+      : sync(threads),
+        started(static_cast<std::size_t>(threads)),
+        finished(static_cast<std::size_t>(threads)) {
+    auto made = framestage::make_default_backend();
+    backend = std::move(made.backend);
+    Config c;
+    c.buffering = 2;
+    const std::size_t items = kItemsPerThread * kMaxThreads;
+    c.arena_bytes = items * 48 + (std::size_t{kMaxThreads} << 16);
+    c.upload_arena_bytes = items * kItemBytes * 2;
+    c.max_uploads_per_frame = items;
+    c.readback_arena_bytes = items * kItemBytes * 2;
+    c.max_readbacks_per_frame = items;
+    coordinator = std::make_unique<Coordinator>(c, *backend);
+    destination = DeviceBuffer<std::byte>(*backend, items * kItemBytes);
+    baseline =
+        framestage::MemoryBlock(*backend, framestage::MemoryKind::pinned, items * kItemBytes);
+  }
+
+  std::unique_ptr<framestage::Backend> backend;
+  std::unique_ptr<Coordinator> coordinator;
+  DeviceBuffer<std::byte> destination;
+  framestage::MemoryBlock baseline;
+  std::barrier<> sync;
+  std::vector<Clock::time_point> started;
+  std::vector<Clock::time_point> finished;
+  double phase_seconds = 0;
+};
+
+std::unique_ptr<Shared> shared;
+
+void setup(const benchmark::State& state) {
+  shared = std::make_unique<Shared>(state.threads());
+}
+void teardown(const benchmark::State&) {
+  shared.reset();
+}
+
+enum class Kind { frame_alloc_stage, upload, reserve_upload, readback, baseline };
+
+template <Kind kKind>
+void issue_items(std::size_t thread) {
+  Coordinator& c = *shared->coordinator;
+  const std::size_t first = thread * kItemsPerThread;
+  std::array<std::byte, kItemBytes> item{};
+  for (std::size_t i = 0; i < kItemsPerThread; ++i) {
+    const std::size_t at = (first + i) * kItemBytes;
+    item[0] = static_cast<std::byte>(i);
+    if constexpr (kKind == Kind::frame_alloc_stage) {
+      auto span = c.frame_alloc<std::byte>(kItemBytes);
+      std::memcpy(span.data(), item.data(), kItemBytes);
+      c.stage_for_upload(span);
+    } else if constexpr (kKind == Kind::upload) {
+      c.upload<std::byte>(shared->destination.data() + at, item);
+    } else if constexpr (kKind == Kind::reserve_upload) {
+      auto span = c.reserve_upload<std::byte>(shared->destination.data() + at, kItemBytes);
+      std::memcpy(span.data(), item.data(), kItemBytes);
+    } else if constexpr (kKind == Kind::readback) {
+      benchmark::DoNotOptimize(c.readback<std::byte>(shared->destination.data() + at, kItemBytes));
+    } else {
+      std::memcpy(shared->baseline.data() + at, item.data(), kItemBytes);
+      benchmark::ClobberMemory();
+    }
+  }
+}
+
+template <Kind kKind>
+void staging(benchmark::State& state) {
+  const auto thread = static_cast<std::size_t>(state.thread_index());
+  Shared& s = *shared;
+  for (auto _ : state) {
+    if (thread == 0 && kKind != Kind::baseline) s.coordinator->begin_frame();
+    s.sync.arrive_and_wait();  // the frame is open: go
+    s.started[thread] = Clock::now();
+    issue_items<kKind>(thread);
+    s.finished[thread] = Clock::now();
+    s.sync.arrive_and_wait();  // every thread is done
+    if (thread == 0) {
+      const auto first = *std::min_element(s.started.begin(), s.started.end());
+      const auto last = *std::max_element(s.finished.begin(), s.finished.end());
+      s.phase_seconds = std::chrono::duration<double>(last - first).count();
+      if (kKind != Kind::baseline) s.coordinator->end_frame().wait();
+    }
+    s.sync.arrive_and_wait();  // the frame is closed, and its phase time known
+    state.SetIterationTime(s.phase_seconds);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kItemsPerThread));
+  state.SetBytesProcessed(
+      static_cast<std::int64_t>(state.iterations() * kItemsPerThread * kItemBytes));
+}
+
+void BM_FrameAllocStage(benchmark::State& state) {
+  staging<Kind::frame_alloc_stage>(state);
+}
+void BM_Upload(benchmark::State& state) {
+  staging<Kind::upload>(state);
+}
+void BM_ReserveUpload(benchmark::State& state) {
+  staging<Kind::reserve_upload>(state);
+}
+void BM_Readback(benchmark::State& state) {
+  staging<Kind::readback>(state);
+}
+void BM_CopyBaseline(benchmark::State& state) {
+  staging<Kind::baseline>(state);
+}
+
+#define FRAMESTAGE_STAGING_BENCHMARK(fn) \
+  BENCHMARK(fn)                          \
+      ->Setup(setup)                     \
+      ->Teardown(teardown)               \
+      ->UseManualTime()                  \
+      ->Threads(1)                       \
+      ->Threads(2)                       \
+      ->Threads(4)                       \
+      ->Threads(8)                       \
+      ->Threads(16)
+
+FRAMESTAGE_STAGING_BENCHMARK(BM_FrameAllocStage);
+FRAMESTAGE_STAGING_BENCHMARK(BM_Upload);
+FRAMESTAGE_STAGING_BENCHMARK(BM_ReserveUpload);
+FRAMESTAGE_STAGING_BENCHMARK(BM_Readback);
+FRAMESTAGE_STAGING_BENCHMARK(BM_CopyBaseline);
+
+/// The console output, then a table of items/s per thread count and the scaling from 1 thread.
+class ScalingReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const Run& run : runs) {
+      if (run.error_occurred || run.run_type != Run::RT_Iteration) continue;
+      const auto rate = run.counters.find("items_per_second");
+      if (rate == run.counters.end()) continue;
+      rates_[run.run_name.function_name][static_cast<int>(run.threads)] = rate->second.value;
+    }
+  }
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    std::printf("\nscaling (%zu items of %zu B per thread per frame, wall time of the phase)\n",
+                kItemsPerThread, kItemBytes);
+    std::printf("%-20s %8s %14s %10s %9s\n", "benchmark", "threads", "items/s", "ns/item",
+                "scaling");
+    for (const auto& [name, by_threads] : rates_) {
+      const auto one = by_threads.find(1);
+      for (const auto& [threads, rate] : by_threads) {
+        std::printf("%-20s %8d %14.4g %10.2f %8.2fx\n", name.c_str(), threads, rate, 1e9 / rate,
+                    one == by_threads.end() ? 0.0 : rate / one->second);
+      }
+    }
+  }
+
+ private:
+  std::map<std::string, std::map<int, double>> rates_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  {
+    auto made = framestage::make_default_backend();
+    std::printf("framestage_micro: %s (%s)\n", made.backend->describe().c_str(),
+                made.reason.c_str());
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  ScalingReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}
