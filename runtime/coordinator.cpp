@@ -96,7 +96,9 @@ class StagedRanges {
   }
 
  private:
-  struct Run {
+  // A line each: every stage_for_upload writes its thread's run, and runs that shared a line
+  // (with each other or with epoch_, which every call reads) made threads slow each other down.
+  struct alignas(64) Run {
     StagedRange range;
     std::size_t calls;
   };
@@ -422,7 +424,7 @@ FrameTicket Coordinator::end_frame() {
   f.direct_bytes = plan.direct_bytes;
   f.staging_copies = plan.staging_copies.size();
   f.staging_copy_bytes = plan.staging_copy_bytes;
-  f.direct_copies = plan.direct_copies.size();
+  f.direct_copies = plan.direct_copies.size() + plan.ordered_copies.size();
   f.scatter_launches = plan.scatters.size();
   f.readbacks = readbacks->regions;
   f.readback_bytes = readbacks->bytes;

@@ -109,8 +109,11 @@ void Scheduler::submit_consumers(std::uint32_t slot, const TransferPlan& plan) {
   backend_->stream_wait_event(consumer_, s.copies_done.native());
   // A frame that writes nothing on the consumer stream (mirror copies only) is complete when its
   // copies are: its ticket takes that event and skips a hop across streams.
-  s.writes_on_consumer = !plan.scatters.empty() || !plan.direct_copies.empty();
+  s.writes_on_consumer =
+      !plan.scatters.empty() || !plan.direct_copies.empty() || !plan.ordered_copies.empty();
   if (!s.writes_on_consumer) return;
+  for (const CopyOp& c : plan.ordered_copies)  // in order: they overlap
+    backend_->copy_async(c.dst, c.src, c.bytes, consumer_);
   backend_->copy_batch_async(plan.direct_copies, consumer_);
   backend_->record_event(s.ready.native(), consumer_);
 }

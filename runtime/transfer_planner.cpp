@@ -1,4 +1,5 @@
 #include <framestage/detail/expects.hpp>
+#include <framestage/error.hpp>
 #include <framestage/transfer_planner.hpp>
 
 #include <algorithm>
@@ -79,6 +80,7 @@ Chunks cut_chunks(const UploadArena::BlockView& block, std::size_t smallest, std
 void TransferPlan::clear() {
   staging_copies.clear();
   direct_copies.clear();
+  ordered_copies.clear();
   scatters.clear();
   strategy = UploadStrategy::automatic;
   staged_ranges = uploads = superseded_uploads = merged_overlaps = 0;
@@ -335,7 +337,15 @@ void TransferPlanner::resolve_overlaps(const PlannerInput& input, const BlockVie
     if (!covers) merge_bytes += granule_round(hi - lo);
   });
   std::byte* merged = nullptr;
-  if (merge_bytes > 0) merged = input.arena->allocate(merge_bytes, FrameArena::kGranule).host;
+  if (merge_bytes > 0) {
+    try {
+      merged = input.arena->allocate(merge_bytes, FrameArena::kGranule).host;
+    } catch (const Error& e) {
+      // A full arena under "fail": the clusters go as ordered copies instead (below), so a
+      // frame never becomes impossible to end.
+      if (e.category() != ErrorCategory::out_of_memory) throw;
+    }
+  }
 
   for_each_cluster([&](std::span<std::uint32_t> cluster, std::uint32_t latest, std::uint64_t lo,
                        std::uint64_t hi, bool covers) {
@@ -348,8 +358,22 @@ void TransferPlanner::resolve_overlaps(const PlannerInput& input, const BlockVie
       }
       return;
     }
+    std::sort(cluster.begin(), cluster.end());  // issue order
+    plan_.merged_overlaps += cluster.size() - 1;
+    if (merged == nullptr) {
+      // No space to combine them: each upload is copied on its own, one after another.
+      for (const std::uint32_t k : cluster) {
+        TransferDescriptor& d = *issued_[k].descriptor;
+        plan_.ordered_copies.push_back({reinterpret_cast<void*>(d.target),
+                                        blocks[issued_[k].block].host_split + payload_offset(d),
+                                        d.bytes});
+        plan_.scattered_bytes -= d.bytes;
+        plan_.direct_bytes += d.bytes;
+        d.bytes = 0;
+      }
+      return;
+    }
     // Apply the cluster's writes in issue order to one host buffer and send that instead.
-    std::sort(cluster.begin(), cluster.end());
     for (const std::uint32_t k : cluster) {
       TransferDescriptor& d = *issued_[k].descriptor;
       std::memcpy(merged + (d.target - lo), blocks[issued_[k].block].host_split + payload_offset(d),
@@ -359,7 +383,6 @@ void TransferPlanner::resolve_overlaps(const PlannerInput& input, const BlockVie
     }
     plan_.direct_copies.push_back({reinterpret_cast<void*>(lo), merged, hi - lo});
     plan_.direct_bytes += hi - lo;
-    plan_.merged_overlaps += cluster.size() - 1;
     merged += granule_round(hi - lo);
   });
 }

@@ -339,6 +339,23 @@ class PlannerTest : public ::testing::Test {
       if (!run_scatter(op, progress.delivered, delivery)) return;
     }
     copy_until(p.staging_copies.size());
+    // Ordered copies run one after another; a cluster of them that overlap is one write.
+    std::vector<AddressRange> ordered;
+    for (const CopyOp& c : p.ordered_copies) {
+      backend.copy_async(c.dst, c.src, c.bytes, stream.view());
+      ordered.push_back({address(c.dst), address(c.dst) + c.bytes});
+    }
+    std::sort(ordered.begin(), ordered.end(),
+              [](const AddressRange& a, const AddressRange& b) { return a.begin < b.begin; });
+    std::vector<AddressRange> clusters;
+    for (const AddressRange& r : ordered) {
+      if (!clusters.empty() && r.begin < clusters.back().end) {
+        clusters.back().end = std::max(clusters.back().end, r.end);
+      } else {
+        clusters.push_back(r);
+      }
+    }
+    delivery.writes.insert(delivery.writes.end(), clusters.begin(), clusters.end());
     for (const CopyOp& c : p.direct_copies) {
       backend.copy_async(c.dst, c.src, c.bytes, stream.view());
       delivery.writes.push_back({address(c.dst), address(c.dst) + c.bytes});
@@ -466,6 +483,14 @@ class PlannerTest : public ::testing::Test {
     for (const CopyOp& c : p.direct_copies) {
       if (!is_pinned_source(c) || !in_destinations(address(c.dst), c.bytes)) {
         ADD_FAILURE() << "direct copy of " << c.bytes << " bytes from " << c.src << " to " << c.dst
+                      << " is not from pinned frame memory to a destination";
+        safe = false;
+      }
+      direct_bytes += c.bytes;
+    }
+    for (const CopyOp& c : p.ordered_copies) {
+      if (!is_pinned_source(c) || !in_destinations(address(c.dst), c.bytes)) {
+        ADD_FAILURE() << "ordered copy of " << c.bytes << " bytes from " << c.src << " to " << c.dst
                       << " is not from pinned frame memory to a destination";
         safe = false;
       }
@@ -1656,22 +1681,31 @@ std::string overlap_flag_name(const ::testing::TestParamInfo<bool>& info) {
 
 INSTANTIATE_TEST_SUITE_P(Overlap, FinishEarlyPipelineTest, ::testing::Bool(), overlap_flag_name);
 
-// Out of arena for combining overlaps, finish_early throws as plan() does and leaves the table
-// and the arena as they were.
-TEST_F(PlannerTest, FinishEarlyOutOfArenaForCombiningChangesNothing) {
+// Out of arena for combining overlaps in finish_early, whose table copy is already on its way:
+// the cluster goes as ordered copies, the rewritten table is sent again, and the frame is byte
+// exact.
+TEST_F(PlannerTest, FinishEarlyInAFullArenaSendsOrderedCopies) {
   rebuild(with_strategy(UploadStrategy::copy_scatter), {.arena_bytes = 256});
   stage(frame_alloc(200, 1));  // 208 of the arena's 256 bytes
-  std::byte* dst = destination(256);
-  upload(dst, pattern(100, 2));
-  upload(dst + 50, pattern(100, 3));  // combining [0, 150) needs 160 more
-  const PlannerInput input{arena.get(), uploads.get(), staged, false};
-  ASSERT_NE(planner->plan_early(input), nullptr);
-  const std::vector<Entry> before = issued_descriptors();
+  std::byte* dst = destination(512);
+  const Bytes first = pattern(100, 2);
+  const Bytes second = pattern(100, 3);
+  const Bytes apart = pattern(40, 4);
+  upload(dst, first);
+  upload(dst + 50, second);  // combining [0, 150) would need 160 more
+  upload(dst + 400, apart);  // scattered
   const std::size_t arena_used = arena->used_bytes();
-  EXPECT_TRUE(throws_error(ErrorCategory::out_of_memory, "arena overflow: 160 bytes",
-                           [&] { (void)planner->finish_early(input); }));
-  EXPECT_EQ(issued_descriptors(), before);
+  const TransferPlan* p = execute_early(false);
+  ASSERT_NE(p, nullptr);
   EXPECT_EQ(arena->used_bytes(), arena_used);
+  EXPECT_EQ(p->ordered_copies.size(), 2u);
+  EXPECT_EQ(p->scattered_bytes, 40u);
+  EXPECT_TRUE(resends_table(*p));
+  Bytes expected(512, std::byte{0});
+  std::copy(first.begin(), first.end(), expected.begin());
+  std::copy(second.begin(), second.end(), expected.begin() + 50);
+  std::copy(apart.begin(), apart.end(), expected.begin() + 400);
+  EXPECT_TRUE(same_bytes(read(dst, 512), expected));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1816,31 +1850,39 @@ INSTANTIATE_TEST_SUITE_P(
                                96}),
     full_name);
 
-// Combining partial overlaps needs frame-arena space; without it plan() throws and changes
-// nothing: the descriptor table and the arena are as they were, and the next frame plans.
-TEST_F(PlannerTest, CombiningOverlapsInAFullArenaIsOutOfMemoryAndChangesNothing) {
+// Combining partial overlaps needs frame-arena space; without it the cluster goes as ordered
+// copies, in issue order, from the pinned payloads: the frame still ends, byte exact, and the
+// arena is untouched.
+TEST_F(PlannerTest, OverlapsInAFullArenaGoAsOrderedCopies) {
   rebuild(Config{}, {.arena_bytes = 256});
   stage(frame_alloc(200, 1));  // 208 of the arena's 256 bytes
   std::byte* dst = destination(256);
-  upload(dst, pattern(100, 2));
-  upload(dst + 50, pattern(100, 3));  // combining [0, 150) needs 160 more
-  const std::vector<Entry> before = issued_descriptors();
+  const Bytes first = pattern(100, 2);
+  const Bytes second = pattern(100, 3);
+  const Bytes third = pattern(30, 5);
+  std::byte* first_payload = upload(dst, first);
+  std::byte* second_payload = upload(dst + 50, second);  // combining [0, 150) needs 160 more
+  std::byte* third_payload = upload(dst + 20, third);    // inside both
   const std::size_t arena_used = arena->used_bytes();
-  EXPECT_TRUE(throws_error(ErrorCategory::out_of_memory, "arena overflow: 160 bytes",
-                           [&] { (void)plan(); }));
-  EXPECT_EQ(issued_descriptors(), before);
-  EXPECT_EQ(arena->used_bytes(), arena_used);
-  EXPECT_EQ(uploads->descriptor_count(), 2u);
-
-  next_frame();
-  const Bytes next = pattern(100, 4);
-  upload(dst, next);
   const TransferPlan& p = plan();
-  EXPECT_EQ(p.uploads, 1u);
-  EXPECT_EQ(p.merged_overlaps, 0u);
-  EXPECT_TRUE(p.direct_copies.empty());
+  EXPECT_EQ(arena->used_bytes(), arena_used);
+  EXPECT_EQ(p.merged_overlaps, 2u);
+  EXPECT_EQ(p.direct_bytes, 230u);
+  EXPECT_EQ(p.scattered_bytes, 0u);
+  ASSERT_EQ(p.ordered_copies.size(), 3u);
+  const auto copy = [&](std::size_t i) {
+    const CopyOp& c = p.ordered_copies[i];
+    return Copy{c.dst, c.src, c.bytes};
+  };
+  EXPECT_EQ(copy(0), (Copy{dst, first_payload, 100}));
+  EXPECT_EQ(copy(1), (Copy{dst + 50, second_payload, 100}));
+  EXPECT_EQ(copy(2), (Copy{dst + 20, third_payload, 30})) << "issue order";
   execute(p);
-  EXPECT_EQ(read(dst, 100), next);
+  Bytes expected(256, std::byte{0});
+  std::copy(first.begin(), first.end(), expected.begin());
+  std::copy(second.begin(), second.end(), expected.begin() + 50);
+  std::copy(third.begin(), third.end(), expected.begin() + 20);
+  EXPECT_TRUE(same_bytes(read(dst, 256), expected));
 }
 
 // Config::validate accepts max_uploads_per_frame up to 2^26, so a table of 2^26 descriptors must

@@ -189,8 +189,9 @@ class Coordinator {
   }
 
   /// @brief Plans and enqueues the frame's transfers and closes the frame.
-  /// @throws Error(misuse) without an open frame; Error(out_of_memory) if combining overlapping
-  ///         uploads needs arena space there is none of (the frame stays open); Error(cuda).
+  /// Partially overlapping uploads are combined in frame-arena space, or, when the arena has no
+  /// room left, copied one after another in issue order: a full arena never stops a frame.
+  /// @throws Error(misuse) without an open frame; Error(cuda).
   [[nodiscard]] FrameTicket end_frame();
 
   /// @brief Blocks until every frame submitted so far has arrived and its readers have run.

@@ -47,6 +47,10 @@ struct ScatterOp {
 struct TransferPlan {
   std::vector<CopyOp> staging_copies;
   std::vector<CopyOp> direct_copies;
+  /// Partially overlapping uploads when there was no frame-arena space to combine them: from
+  /// their pinned payloads, one after another in issue order on the consumer stream (these
+  /// overlap each other, and nothing else).
+  std::vector<CopyOp> ordered_copies;
   std::vector<ScatterOp> scatters;
   /// What small uploads used; UploadStrategy::automatic when the frame had none.
   UploadStrategy strategy = UploadStrategy::automatic;
@@ -110,7 +114,8 @@ struct PlannerInput {
 ///
 /// Rules, in order: overlapping uploads are resolved so that, byte for byte, the upload issued
 /// last wins (one that is covered entirely is dropped; partial overlaps are combined on the host
-/// into one direct copy); uploads of at least `direct_copy_threshold_bytes` (all of them under
+/// into one direct copy, or, when the frame arena has no room for that, copied one after another
+/// in issue order); uploads of at least `direct_copy_threshold_bytes` (all of them under
 /// UploadStrategy::direct) become direct copies; the rest are scattered, reading upload staging
 /// after one coalesced copy per upload block (in chunks that shrink toward the end, the last of
 /// about `pipeline_chunk_bytes`, each scattered as soon as it lands), or the pinned blocks in
@@ -128,8 +133,7 @@ class TransferPlanner {
   explicit TransferPlanner(const Config& config);
 
   /// @brief Plans one frame; the returned plan is valid until the next call.
-  /// @throws Error(out_of_memory) if merging overlapping uploads needs arena space there is none
-  ///         of; Error(misuse) if a descriptor's payload does not lie in the arena.
+  /// @throws Error(misuse) if a descriptor's payload does not lie in the arena.
   const TransferPlan& plan(const PlannerInput& input);
 
   /// @brief The first half of plan() for a frame whose copies can start before its descriptors
@@ -140,7 +144,6 @@ class TransferPlanner {
   /// @brief Scans the descriptors of a plan_early() frame and resolves overlaps. If that changed
   /// the descriptor table, it appends a copy of the corrected table, and every scatter then
   /// waits for all staging copies; the copies already enqueued stay valid.
-  /// @throws Error(out_of_memory) as plan() does; the descriptor table is then unchanged.
   const TransferPlan& finish_early(const PlannerInput& input);
 
   /// @brief Plans the readbacks reserved in `readbacks` (an UploadArena whose targets are device

@@ -66,8 +66,6 @@ struct SoakFigures {
   std::uint64_t mirrored = 0;
   std::uint64_t readbacks = 0;
   std::uint64_t refused = 0;  ///< out_of_memory under the fail policy (and nothing changed)
-  /// Frames whose end_frame found no arena space to combine overlapping uploads (fail policy).
-  std::uint64_t frames_that_could_not_end = 0;
   std::uint64_t uploaded_bytes = 0;
   std::uint64_t bytes_checked = 0;
   std::uint64_t destinations_checked = 0;
@@ -81,16 +79,13 @@ struct SoakFigures {
   void print(const char* label) const {
     std::printf(
         "[ figures  ] %s: %llu frames, %llu operations (%llu uploads, %llu reserved, %llu "
-        "mirrored, %llu readbacks, %llu refused), %llu frames that could not end, %llu bytes "
-        "uploaded, %llu destinations and "
+        "mirrored, %llu readbacks, %llu refused), %llu bytes uploaded, %llu destinations and "
         "%llu bytes checked, %llu wrong, %llu stale readbacks refused, %llu growths, %llu trims, "
         "checksum %016llx, %.2f s\n",
         label, static_cast<unsigned long long>(frames), static_cast<unsigned long long>(ops),
         static_cast<unsigned long long>(uploads), static_cast<unsigned long long>(reserved_uploads),
         static_cast<unsigned long long>(mirrored), static_cast<unsigned long long>(readbacks),
-        static_cast<unsigned long long>(refused),
-        static_cast<unsigned long long>(frames_that_could_not_end),
-        static_cast<unsigned long long>(uploaded_bytes),
+        static_cast<unsigned long long>(refused), static_cast<unsigned long long>(uploaded_bytes),
         static_cast<unsigned long long>(destinations_checked),
         static_cast<unsigned long long>(bytes_checked), static_cast<unsigned long long>(bad_bytes),
         static_cast<unsigned long long>(stale_readbacks_refused),
@@ -422,12 +417,9 @@ class Soak {
     try {
       p.ticket = c.end_frame();
     } catch (const Error& e) {
-      if (e.category() == ErrorCategory::out_of_memory &&
-          lane.config.overflow == OverflowPolicy::fail) {
-        cannot_end(lane, e);
-      } else {
-        fail("frame " + std::to_string(k) + ": end_frame: " + e.what());
-      }
+      // Even overlaps that the full arena cannot combine go out (as ordered copies): an
+      // end_frame that throws here is a bug.
+      fail("frame " + std::to_string(k) + ": end_frame: " + e.what());
       return;
     }
     p.overflowed = c.stats().last_frame.arena_overflowed;
@@ -469,40 +461,6 @@ class Soak {
     } catch (const Error& e) {
       fail(std::string("waiting early: ") + e.what());
     }
-  }
-
-  // end_frame combines partially overlapping uploads in frame-arena space; under the fail
-  // policy, when frame_alloc has used that space, it throws out_of_memory and the frame stays
-  // open (Coordinator::end_frame's contract). Nothing reaches a destination, and trying again
-  // fails the same way, so the frame can never end: the lane checks its earlier frames and
-  // starts over with a new coordinator.
-  void cannot_end(Lane& lane, const Error& first) {
-    Coordinator& c = *lane.coordinator;
-    const std::string what = first.what();
-    if (what.find("arena overflow") == std::string::npos || !c.frame_open() || c.failed()) {
-      fail("end_frame under the fail policy: " + what);
-      return;
-    }
-    try {
-      (void)c.end_frame();
-      fail("end_frame failed with out_of_memory, then worked: " + what);
-      return;
-    } catch (const Error& again) {
-      if (again.category() != ErrorCategory::out_of_memory) {
-        fail(std::string("end_frame again: ") + again.what());
-        return;
-      }
-    }
-    ++figures_.frames_that_could_not_end;
-    while (!lane.pending.empty() && !stopped()) {
-      check(lane, lane.pending.front());
-      lane.pending.pop_front();
-    }
-    figures_.arena_growths += c.stats().arena_growths;
-    figures_.arena_trims += c.stats().arena_trims;
-    lane.stale.reset();
-    lane.coordinator = std::make_unique<Coordinator>(lane.config, backend_);
-    lane.frames = 0;
   }
 
   template <class T>
