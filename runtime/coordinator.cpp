@@ -390,22 +390,15 @@ FrameTicket Coordinator::end_frame() {
     // Where it can, the payload is on the wire while the descriptors are still being checked.
     // Readbacks go after planning (which may throw and leave the frame open), and their gathers
     // before the frame's scatters on the consumer stream.
-    if (const TransferPlan* early = m.planner.plan_early(input)) {
-      m.scheduler.submit_copies(m.slot, m.frame, *early);
-      const NvtxRange planning("framestage::plan");
-      const TransferPlan& finished = m.planner.finish_early(input);
-      readbacks = &m.planner.plan_readbacks(*s.readbacks);
-      m.scheduler.submit_readbacks(m.slot, *readbacks);
-      m.scheduler.submit_consumers(m.slot, finished);
-      return *early;
-    }
+    const TransferPlan* early = m.planner.plan_early(input);
+    if (early != nullptr) m.scheduler.submit_copies(m.slot, m.frame, *early);
     const TransferPlan& p = [&]() -> const TransferPlan& {
       const NvtxRange planning("framestage::plan");
-      return m.planner.plan(input);
+      return early != nullptr ? m.planner.finish_early(input) : m.planner.plan(input);
     }();
     readbacks = &m.planner.plan_readbacks(*s.readbacks);
     m.scheduler.submit_readbacks(m.slot, *readbacks);
-    m.scheduler.submit_copies(m.slot, m.frame, p);
+    if (early == nullptr) m.scheduler.submit_copies(m.slot, m.frame, p);
     m.scheduler.submit_consumers(m.slot, p);
     return p;
   });
