@@ -34,9 +34,11 @@ class HostStencilKernels final : public StencilKernels {
 }  // namespace
 
 std::unique_ptr<StencilKernels> make_stencil_kernels(Backend& backend, const Band& band) {
+#if FRAMESTAGE_HAS_CUDA  // CudaBackend is declared everywhere but defined only with CUDA
   if (backend.kind() == BackendKind::cuda) {
     return make_cuda_stencil_kernels(dynamic_cast<CudaBackend&>(backend).device(), band);
   }
+#endif
   auto* host = dynamic_cast<HostBackend*>(&backend);
   if (host == nullptr) throw std::invalid_argument("mpi_stencil: unknown host backend type");
   return std::make_unique<HostStencilKernels>(*host, band);
