@@ -83,10 +83,12 @@ class FrameTicket {
 /// enqueued on it before end_frame(). Kernels that read a frame's data must be enqueued on the
 /// consumer stream before the next begin_frame(): that call marks where the slot's readers end,
 /// and the slot is not reused until they have run.
-/// **Errors:** misuse throws Error(misuse) and changes nothing. A backend failure throws
-/// Error(cuda) and leaves the coordinator failed: every later call throws Error(failed_state)
-/// with the first error's message. A time-out in begin_frame leaves no frame open; it may be
-/// retried.
+/// **Errors:** misuse throws Error(misuse) and changes nothing. A backend failure in
+/// begin_frame, end_frame, synchronize or set_consumer_stream throws Error(cuda) and leaves the
+/// coordinator failed: every later call throws Error(failed_state) with the first error's
+/// message. A failure while a FrameTicket or Readback waits, or while a staging call allocates an
+/// overflow block, is thrown to that caller only; a sticky CUDA error then fails the next owner
+/// call (docs/guarantees.md). A time-out in begin_frame leaves no frame open; it may be retried.
 class Coordinator {
  public:
   /// @throws Error(bad_config) for an invalid config; Error(out_of_memory) if the arenas do not
