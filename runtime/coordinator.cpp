@@ -209,6 +209,19 @@ struct Coordinator::Impl {
     FRAMESTAGE_FAIL(misuse, call, " outside a frame: call begin_frame first");
   }
 
+  // What reserve_upload and readback check: an open frame, a device address, and `count`
+  // elements whose `bytes` (0 if they overflowed) fit one reservation.
+  void expect_reservation(const char* call, const char* side, const void* device, std::size_t count,
+                          std::size_t bytes) const {
+    expect_in_frame(call);
+    FRAMESTAGE_EXPECTS(device != nullptr, misuse, call, ": null ", side, " for ", count,
+                       " elements");
+    FRAMESTAGE_EXPECTS(bytes > 0 && bytes <= UploadArena::kMaxReservationBytes, misuse, call,
+                       ": count must be > 0 and its bytes at most ",
+                       UploadArena::kMaxReservationBytes, ", got ", count, " elements of ",
+                       count == 0 ? 0 : bytes / count, " bytes");
+  }
+
   void expect_not_failed() const {
     if (phase.load(std::memory_order_acquire) != Phase::failed) return;
     std::lock_guard lock(failure_mutex);
@@ -347,26 +360,14 @@ void Coordinator::upload_bytes(void* device_dst, const void* src, std::size_t by
 std::byte* Coordinator::reserve_upload_bytes(void* device_dst, std::size_t count,
                                              std::size_t bytes) {
   Impl& m = *impl_;
-  m.expect_in_frame("reserve_upload");
-  FRAMESTAGE_EXPECTS(device_dst != nullptr, misuse, "reserve_upload: null destination for ", count,
-                     " elements");
-  FRAMESTAGE_EXPECTS(bytes > 0 && bytes <= UploadArena::kMaxReservationBytes, misuse,
-                     "reserve_upload: count must be > 0 and its bytes at most ",
-                     UploadArena::kMaxReservationBytes, ", got ", count, " elements of ",
-                     count == 0 ? 0 : bytes / count, " bytes");
+  m.expect_reservation("reserve_upload", "destination", device_dst, count, bytes);
   return m.reserve_upload(device_dst, bytes);
 }
 
 const std::byte* Coordinator::readback_bytes(const void* device_src, std::size_t count,
                                              std::size_t bytes) {
   Impl& m = *impl_;
-  m.expect_in_frame("readback");
-  FRAMESTAGE_EXPECTS(device_src != nullptr, misuse, "readback: null source for ", count,
-                     " elements");
-  FRAMESTAGE_EXPECTS(bytes > 0 && bytes <= UploadArena::kMaxReservationBytes, misuse,
-                     "readback: count must be > 0 and its bytes at most ",
-                     UploadArena::kMaxReservationBytes, ", got ", count, " elements of ",
-                     count == 0 ? 0 : bytes / count, " bytes");
+  m.expect_reservation("readback", "source", device_src, count, bytes);
   return m.current().readbacks->reserve(address(device_src), bytes);
 }
 
