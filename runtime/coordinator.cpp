@@ -386,6 +386,8 @@ FrameTicket Coordinator::end_frame() {
   const TransferPlan& plan = m.guarded([&]() -> const TransferPlan& {
     const NvtxRange range("framestage::end_frame");
     staged_calls = m.staged.calls();
+    s.uploads->pad_unused();
+    s.readbacks->pad_unused();
     const PlannerInput input{s.arena.get(), s.uploads.get(), m.staged.all(),
                              m.large_uploads.load(std::memory_order_relaxed)};
     // Where it can, the payload is on the wire while the descriptors are still being checked.

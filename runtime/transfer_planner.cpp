@@ -114,7 +114,7 @@ void TransferPlanner::start(const PlannerInput& input) {
 TransferPlanner::Scan TransferPlanner::scan(const UploadArena& uploads, const BlockViews& blocks,
                                             std::size_t count) {
   if (const auto proven = uploads.proven_order()) {
-    plan_.uploads = blocks[0].descriptors;
+    plan_.uploads = blocks[0].reserved;
     plan_.scattered_bytes = proven->bytes;
     return {true, proven->largest >= config_.direct_copy_threshold_bytes};
   }
@@ -132,7 +132,7 @@ TransferPlanner::Scan TransferPlanner::scan(const UploadArena& uploads, const Bl
       previous_end = d.target + d.bytes;
       total_bytes += d.bytes;
     }
-    plan_.uploads += blocks[b].descriptors;
+    plan_.uploads += blocks[b].reserved;
   }
   plan_.scattered_bytes = total_bytes;
   return {ascending, any_large};
@@ -222,7 +222,7 @@ const ReadbackPlan& TransferPlanner::plan_readbacks(UploadArena& readbacks) {
     const UploadArena::BlockView block = readbacks.block(b);
     const std::size_t n = block.descriptors;
     if (n == 0) continue;
-    r.regions += n;
+    r.regions += block.reserved;
     // Only the main block is pipelined: overflow blocks are rare and the events per slot few.
     Chunks chunks;
     if (b == 0) {
@@ -302,8 +302,10 @@ void TransferPlanner::resolve_overlaps(const PlannerInput& input, const BlockVie
                                        std::size_t count) {
   issued_.clear();
   for (std::uint32_t b = 0; b < count; ++b) {
-    for (std::size_t i = 0; i < blocks[b].descriptors; ++i)
-      issued_.push_back({&issued(blocks[b], i), b});
+    for (std::size_t i = 0; i < blocks[b].descriptors; ++i) {
+      TransferDescriptor& d = issued(blocks[b], i);
+      if (d.bytes > 0) issued_.push_back({&d, b});  // empty entries overlap nothing
+    }
   }
   const std::size_t n = issued_.size();
   const auto target = [&](std::uint32_t i) { return issued_[i].descriptor->target; };

@@ -22,15 +22,25 @@ UploadArena::UploadArena(Backend& backend, std::size_t payload_bytes, std::size_
   FRAMESTAGE_EXPECTS(max_descriptors > 0 && max_descriptors <= kMaxDescriptors, misuse, names_.what,
                      " arena: max_descriptors must be 1..", kMaxDescriptors, ", got ",
                      max_descriptors);
-  main_ = make_block(payload_bytes, max_descriptors);
+  main_ = make_block(payload_bytes, max_descriptors, true);
 }
 
-UploadArena::Block UploadArena::make_block(std::size_t payload_bytes, std::size_t descriptors) {
+UploadArena::Block UploadArena::make_block(std::size_t payload_bytes, std::size_t descriptors,
+                                           bool spare) {
   Block b;
   b.descriptor_capacity = descriptors;
   b.payload_granules = granules_for(payload_bytes);
-  const std::size_t table_bytes = descriptors * sizeof(TransferDescriptor);
-  const std::size_t bytes = table_bytes + b.payload_granules * kStagingGranule;
+  // Spare room for chunks where it holds a few of them (twice kChunkDescriptors and
+  // kMaxChunkGranules); without it every reservation is exact.
+  if (spare && descriptors / 8 >= 2 * kChunkDescriptors &&
+      b.payload_granules / 8 >= 2 * kMaxChunkGranules) {
+    b.spare_descriptors = descriptors / 8;
+    // Staging positions are 32-bit granule counts.
+    b.spare_granules =
+        std::min(b.payload_granules / 8, kMaxPayloadBytes / kStagingGranule - b.payload_granules);
+  }
+  const std::size_t table_bytes = b.table_entries() * sizeof(TransferDescriptor);
+  const std::size_t bytes = table_bytes + (b.payload_granules + b.spare_granules) * kStagingGranule;
   b.host = MemoryBlock(*backend_, MemoryKind::pinned, bytes);
   b.device = MemoryBlock(*backend_, MemoryKind::device, bytes);
   b.mapped_split =
@@ -43,11 +53,123 @@ std::byte* UploadArena::reserve_slow(std::uint64_t target, std::size_t bytes) {
                      " arena: a reservation must be 1..", kMaxReservationBytes, " bytes, got ",
                      bytes);
   const std::uint64_t granules = granules_for(bytes);
+  detail::UploadChunk* chunk = chunk_of_this_thread();
+  if (chunk != nullptr) {
+    if (claim(*chunk, target, granules)) return take(*chunk, target, bytes, granules);
+    // Past the main block: this thread's later reservations must not land in its chunk there,
+    // before the ones it makes now in an overflow block. (Under "fail" nothing changes.)
+    if (policy_ == OverflowPolicy::grow) abandon(*chunk);
+    return reserve_overflow(target, bytes);
+  }
+  // More threads than chunks: one at a time, exactly as needed.
+  unproven_.store(true, std::memory_order_relaxed);
+  std::uint64_t head = head_.load(std::memory_order_relaxed);
+  while ((head & kSealed) == 0 && (head >> kCountShift) < main_.table_entries() &&
+         (head & kGranuleMask) + granules <= main_.payload_granules + main_.spare_granules) {
+    if (head_.compare_exchange_weak(head, head + (std::uint64_t{1} << kCountShift) + granules,
+                                    std::memory_order_relaxed)) {
+      return main_.write(head >> kCountShift, head & kGranuleMask, target, bytes);
+    }
+  }
+  return reserve_overflow(target, bytes);
+}
+
+detail::UploadChunk* UploadArena::chunk_of_this_thread() {
+  detail::UploadChunkCursor& cursor =
+      detail::this_thread_upload_chunks[epoch_ % detail::kUploadCursorWays];
+  if (cursor.epoch == epoch_) return cursor.chunk;
+  // This thread's first reservation in this frame (or another arena took its cursor entry: the
+  // chunk it had stays behind, and pad_unused() empties its rest).
+  const std::size_t i = chunk_count_.fetch_add(1, std::memory_order_relaxed);
+  if (i >= kMaxChunks) return nullptr;
+  chunks_[i] = detail::UploadChunk{};
+  cursor = {epoch_, &chunks_[i]};
+  return cursor.chunk;
+}
+
+bool UploadArena::claim(detail::UploadChunk& chunk, std::uint64_t target, std::uint64_t granules) {
+  const std::uint64_t capacity = main_.table_entries();
+  const std::uint64_t payload_capacity = main_.payload_granules + main_.spare_granules;
+  // What chunks leave unused is at most what was given up plus every thread's current chunk
+  // (one each, none over kChunkDescriptors and kMaxChunkGranules). A new chunk only while twice
+  // that fits the spare room: two threads giving chunks up at once cannot overshoot it then, and
+  // the configured capacities stay free for reservations.
+  const std::uint64_t threads = std::min(chunk_count_.load(std::memory_order_relaxed), kMaxChunks);
+  const bool chunks =
+      granules <= kMaxChunkGranules / 4 &&
+      abandoned_.load(std::memory_order_relaxed) + 2 * threads * kChunkDescriptors <=
+          main_.spare_descriptors &&
+      abandoned_granules_.load(std::memory_order_relaxed) + 2 * threads * kMaxChunkGranules <=
+          main_.spare_granules;
+  // Payload for kChunkDescriptors reservations of this thread's average size so far.
+  const std::uint64_t average =
+      (chunk.granules + granules + chunk.reservations) / (chunk.reservations + 1);  // rounded up
+  const std::uint64_t chunk_payload =
+      std::clamp<std::uint64_t>(average * kChunkDescriptors, granules, kMaxChunkGranules);
+
+  std::uint64_t head = head_.load(std::memory_order_relaxed);
+  while ((head & kSealed) == 0) {
+    const std::uint64_t count = head >> kCountShift;
+    const std::uint64_t used = head & kGranuleMask;
+    // A chunk that ends where the block's use does grows in place: its rest stays usable.
+    const bool grows = chunk.active && chunk.end == count && chunk.end_granule == used;
+    const std::uint64_t spare = grows ? chunk.end - chunk.next : 0;
+    const std::uint64_t spare_payload = grows ? chunk.end_granule - chunk.next_granule : 0;
+    std::uint64_t descriptors = spare > 0 ? 0 : 1;
+    std::uint64_t payload = granules - std::min(granules, spare_payload);
+    if (chunks && count + kChunkDescriptors <= capacity &&
+        used + std::max(payload, chunk_payload) <= payload_capacity) {
+      descriptors = kChunkDescriptors;
+      payload = std::max(payload, chunk_payload);
+    }
+    if (count + descriptors > capacity || used + payload > payload_capacity) return false;
+    if (head_.compare_exchange_weak(head, head + (descriptors << kCountShift) + payload,
+                                    std::memory_order_relaxed)) {
+      if (!grows) {
+        if (chunk.active) {
+          abandon(chunk);
+          push_run(chunk);
+        }
+        chunk.active = true;
+        chunk.next = count;
+        chunk.next_granule = used;
+        chunk.run = {count, count, target, target, 0, 0};
+      }
+      chunk.end = count + descriptors;
+      chunk.end_granule = used + payload;
+      return true;
+    }
+  }
+  return false;
+}
+
+void UploadArena::abandon(detail::UploadChunk& chunk) {
+  if (chunk.next == chunk.end) return;
+  abandoned_.fetch_add(chunk.end - chunk.next, std::memory_order_relaxed);
+  abandoned_granules_.fetch_add(chunk.end_granule - chunk.next_granule, std::memory_order_relaxed);
+  // Empty entries at the run's end and the chunk's payload end change no order anything checks.
+  for (; chunk.next < chunk.end; ++chunk.next)
+    (void)main_.write(chunk.next, chunk.end_granule, chunk.run.end, 0);
+  chunk.next_granule = chunk.end_granule;
+}
+
+void UploadArena::push_run(const detail::UploadChunk& chunk) {
+  const std::size_t i = run_count_.fetch_add(1, std::memory_order_relaxed);
+  if (i >= kMaxRuns) {
+    unproven_.store(true, std::memory_order_relaxed);
+    return;
+  }
+  runs_[i] = chunk.run;
+  runs_[i].next = chunk.end;
+}
+
+std::byte* UploadArena::reserve_overflow(std::uint64_t target, std::size_t bytes) {
+  const std::uint64_t granules = granules_for(bytes);
   std::lock_guard lock(overflow_mutex_);
   const std::uint64_t head = head_.load(std::memory_order_relaxed) & ~kSealed;
   const std::size_t used_descriptors = head >> kCountShift;
   if (policy_ == OverflowPolicy::fail) {
-    FRAMESTAGE_EXPECTS(used_descriptors < main_.descriptor_capacity, out_of_memory, names_.what,
+    FRAMESTAGE_EXPECTS(used_descriptors < main_.table_entries(), out_of_memory, names_.what,
                        " descriptor table overflow: more than ", names_.count_key, " (",
                        main_.descriptor_capacity, ") ", names_.what, "s this frame; raise ",
                        names_.count_key,
@@ -82,62 +204,78 @@ std::byte* UploadArena::reserve_slow(std::uint64_t target, std::size_t bytes) {
     descriptors += overflow_[i].descriptor_capacity;
   }
   Block& block = overflow_[count] = make_block(std::min(std::max(payload, bytes), kMaxPayloadBytes),
-                                               std::min(descriptors, kMaxDescriptors));
+                                               std::min(descriptors, kMaxDescriptors), false);
   block.granules_used = granules;
   overflow_count_.store(count + 1, std::memory_order_release);
   return block.write(block.descriptors++, 0, target, bytes);
 }
 
-void UploadArena::note_run_slow(std::uint64_t index, std::uint64_t target, std::size_t bytes) {
-  detail::UploadRunCursor& cursor = detail::this_thread_upload_run;
-  if (cursor.epoch == epoch_ && cursor.run->next == index) {
-    // Consecutive reservations whose targets stepped back: not ascending, whatever else holds.
-    unproven_.store(true, std::memory_order_relaxed);
-  } else {
-    // Another thread reserved since our last call (or this is our first): a new run, which
-    // proven_order() checks against its neighbours.
-    const std::size_t i = run_count_.fetch_add(1, std::memory_order_relaxed);
-    if (i >= kMaxRuns) {
-      unproven_.store(true, std::memory_order_relaxed);
-      // Later reservations of this thread extend a run nobody reads.
-      static thread_local detail::UploadRun unread;
-      cursor = {epoch_, &unread};
-    } else {
-      cursor = {epoch_, &runs_[i]};
+void UploadArena::pad_unused() {
+  const std::uint64_t head = head_.load(std::memory_order_relaxed) & ~kSealed;
+  const detail::UploadChunk* last = last_chunk(head);
+  const std::size_t count = std::min(chunk_count_.load(std::memory_order_relaxed), kMaxChunks);
+  for (std::size_t i = 0; i < count; ++i) {
+    const detail::UploadChunk& c = chunks_[i];
+    if (!c.active || &c == last) continue;  // the last chunk's rest is outside the view
+    for (std::uint64_t k = c.next; k < c.end; ++k)
+      (void)main_.write(k, c.end_granule, c.run.end, 0);
+  }
+}
+
+const detail::UploadChunk* UploadArena::last_chunk(std::uint64_t head) const {
+  const std::size_t count = std::min(chunk_count_.load(std::memory_order_relaxed), kMaxChunks);
+  for (std::size_t i = 0; i < count; ++i) {
+    const detail::UploadChunk& c = chunks_[i];
+    if (c.active && c.end == (head >> kCountShift) && c.end_granule == (head & kGranuleMask)) {
+      return &c;
     }
   }
-  *cursor.run = {index, index + 1, target, target + bytes, bytes, bytes};
+  return nullptr;
 }
 
 std::optional<UploadArena::ProvenOrder> UploadArena::proven_order() const {
   if (unproven_.load(std::memory_order_relaxed) || overflowed()) return std::nullopt;
-  const std::size_t count = std::min(run_count_.load(std::memory_order_relaxed), kMaxRuns);
-  std::array<const detail::UploadRun*, kMaxRuns> runs{};
-  for (std::size_t i = 0; i < count; ++i)
-    runs[i] = &runs_[i];
-  const auto by_first = [](const detail::UploadRun* a, const detail::UploadRun* b) {
-    return a->first < b->first;
-  };
-  std::sort(runs.begin(), runs.begin() + static_cast<std::ptrdiff_t>(count), by_first);
+  // The runs that ended, then each thread's current one, which ends where its chunk does.
+  std::array<detail::UploadRun, kMaxRuns + kMaxChunks> runs{};
+  std::size_t n = std::min(run_count_.load(std::memory_order_relaxed), kMaxRuns);
+  std::copy_n(runs_.begin(), n, runs.begin());
+  const std::size_t chunks = std::min(chunk_count_.load(std::memory_order_relaxed), kMaxChunks);
+  for (std::size_t i = 0; i < chunks; ++i) {
+    const detail::UploadChunk& c = chunks_[i];
+    if (!c.active) continue;
+    if (c.stepped_back) return std::nullopt;
+    runs[n] = c.run;
+    runs[n++].next = c.end;
+  }
+  std::sort(
+      runs.begin(), runs.begin() + static_cast<std::ptrdiff_t>(n),
+      [](const detail::UploadRun& a, const detail::UploadRun& b) { return a.first < b.first; });
   ProvenOrder order{0, 0};
   std::uint64_t next = 0;
   std::uint64_t end = 0;
-  for (std::size_t i = 0; i < count; ++i) {
-    const detail::UploadRun& r = *runs[i];
+  for (std::size_t i = 0; i < n; ++i) {
+    const detail::UploadRun& r = runs[i];
     if (r.first != next || r.first_target < end) return std::nullopt;
     next = r.next;
     end = r.end;
     order.bytes += r.bytes;
     order.largest = std::max(order.largest, r.largest);
   }
-  if (next != block(0).descriptors) return std::nullopt;
+  // Runs end where their chunks do, so together they cover every descriptor claimed.
+  if (next != (head_.load(std::memory_order_relaxed) & ~kSealed) >> kCountShift) {
+    return std::nullopt;
+  }
   return order;
 }
 
 UploadArena::BlockView UploadArena::view(const Block& b, std::size_t descriptors,
-                                         std::uint64_t granules) const {
-  const std::size_t table_bytes = b.descriptor_capacity * sizeof(TransferDescriptor);
-  return {b.host.data() + table_bytes, b.device.data() + table_bytes, b.mapped_split, descriptors,
+                                         std::size_t reserved, std::uint64_t granules) const {
+  const std::size_t table_bytes = b.table_entries() * sizeof(TransferDescriptor);
+  return {b.host.data() + table_bytes,
+          b.device.data() + table_bytes,
+          b.mapped_split,
+          descriptors,
+          reserved,
           granules * kStagingGranule};
 }
 
@@ -146,17 +284,29 @@ UploadArena::BlockView UploadArena::block(std::size_t index) const {
                      block_count());
   if (index == 0) {
     const std::uint64_t head = head_.load(std::memory_order_relaxed) & ~kSealed;
-    return view(main_, head >> kCountShift, head & kGranuleMask);
+    std::uint64_t descriptors = head >> kCountShift;
+    std::uint64_t granules = head & kGranuleMask;
+    // The last chunk's unused rest is cut off; the rest of every other chunk stays, empty.
+    std::uint64_t empty = abandoned_.load(std::memory_order_relaxed);
+    const std::size_t count = std::min(chunk_count_.load(std::memory_order_relaxed), kMaxChunks);
+    for (std::size_t i = 0; i < count; ++i)
+      empty += chunks_[i].active ? chunks_[i].end - chunks_[i].next : 0;
+    if (const detail::UploadChunk* last = last_chunk(head)) {
+      empty -= last->end - last->next;
+      descriptors = last->next;
+      granules = last->next_granule;
+    }
+    return view(main_, descriptors, descriptors - empty, granules);
   }
   std::lock_guard lock(overflow_mutex_);
   const Block& b = overflow_[index - 1];
-  return view(b, b.descriptors, b.granules_used);
+  return view(b, b.descriptors, b.descriptors, b.granules_used);
 }
 
 std::size_t UploadArena::descriptor_count() const {
   std::size_t n = 0;
   for (std::size_t i = 0; i < block_count(); ++i)
-    n += block(i).descriptors;
+    n += block(i).reserved;
   return n;
 }
 
@@ -179,7 +329,7 @@ ArenaResize UploadArena::reset(std::size_t base_payload_bytes, std::size_t base_
   const bool resize = payload.resize != ArenaResize::none || table.resize != ArenaResize::none;
   if (resize) {
     Block replacement = make_block(std::min(payload.capacity, kMaxPayloadBytes),
-                                   std::min(table.capacity, kMaxDescriptors));  // may throw
+                                   std::min(table.capacity, kMaxDescriptors), true);  // may throw
     main_ = std::move(replacement);
   }
   {
@@ -190,9 +340,12 @@ ArenaResize UploadArena::reset(std::size_t base_payload_bytes, std::size_t base_
     overflow_count_.store(0, std::memory_order_release);
   }
   head_.store(0, std::memory_order_relaxed);
-  // A fresh epoch invalidates every thread's run of earlier frames, of any arena.
+  // A fresh epoch invalidates every thread's chunk of earlier frames, of any arena.
   epoch_ = next_epoch_.fetch_add(1, std::memory_order_relaxed);
+  chunk_count_.store(0, std::memory_order_relaxed);
   run_count_.store(0, std::memory_order_relaxed);
+  abandoned_.store(0, std::memory_order_relaxed);
+  abandoned_granules_.store(0, std::memory_order_relaxed);
   unproven_.store(false, std::memory_order_relaxed);
   if (!resize) return ArenaResize::none;
   return payload.resize == ArenaResize::grew || table.resize == ArenaResize::grew

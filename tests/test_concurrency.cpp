@@ -28,6 +28,7 @@ struct Mode {
   bool deferred;
   std::uint32_t buffering;
   bool tight_arenas;
+  bool chunked_arenas = false;
 };
 
 class ConcurrentStaging : public ::testing::TestWithParam<Mode> {};
@@ -39,6 +40,7 @@ ConcurrentOptions options_from_environment(const Mode& mode) {
   o.frames = scaled_count("FRAMESTAGE_STRESS_FRAMES", mode.tight_arenas ? 10 : 20, 200, 4);
   o.buffering = mode.buffering;
   o.tight_arenas = mode.tight_arenas;
+  o.chunked_arenas = mode.chunked_arenas;
   o.seed = 20261201;
   return o;
 }
@@ -74,6 +76,7 @@ TEST_P(ConcurrentStaging, EveryByteOfEveryThreadArrives) {
 INSTANTIATE_TEST_SUITE_P(Modes, ConcurrentStaging,
                          ::testing::Values(Mode{"immediate_3_slots", false, 3, false},
                                            Mode{"deferred_2_slots", true, 2, false},
+                                           Mode{"chunked_2_slots", false, 2, false, true},
                                            Mode{"grow_from_tiny_arenas", false, 2, true}),
                          [](const auto& param_info) { return std::string(param_info.param.name); });
 

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <barrier>
 #include <cstdint>
 #include <optional>
 #include <thread>
@@ -94,13 +95,71 @@ TEST_F(UploadArenaOrderTest, ThreadsTakingTurnsInAddressOrderAreProven) {
   UploadArena a = make();
   sweep(a, kBase, 100, 32, 64);
   on_other_thread([&] { sweep(a, kBase + 100 * 64, 100, 48, 64); });
-  sweep(a, kBase + 200 * 64, 100, 16, 64);  // the test thread again: a second run of its own
+  on_other_thread([&] { sweep(a, kBase + 200 * 64, 100, 16, 64); });
   const auto order = a.proven_order();
   ASSERT_TRUE(order.has_value());
   EXPECT_EQ(order->bytes, 100u * (32 + 48 + 16));
   EXPECT_EQ(order->largest, 48u);
 }
 
+// Issue order is each thread's call order, and between threads the order of their chunks: a
+// thread that comes back fills the rest of its own chunk, ahead of chunks claimed since.
+TEST_F(UploadArenaOrderTest, AThreadComingBackFillsItsOwnChunkFirst) {
+  UploadArena a = make();
+  reserve(a, kBase, 16);
+  on_other_thread([&] { reserve(a, kBase + 64, 16); });
+  reserve(a, kBase + 128, 16);
+  EXPECT_FALSE(a.proven_order().has_value()) << "kBase + 128 is issued before kBase + 64";
+  a.pad_unused();
+  const UploadArena::BlockView v = a.block(0);
+  const auto issued = [&](std::size_t i) { return v.table()[v.descriptors - 1 - i]; };
+  ASSERT_EQ(v.descriptors, UploadArena::kChunkDescriptors + 1) << "the last chunk is cut to use";
+  EXPECT_EQ(v.reserved, 3u);
+  EXPECT_EQ(issued(0).target, kBase);
+  EXPECT_EQ(issued(1).target, kBase + 128);
+  for (std::size_t i = 2; i < UploadArena::kChunkDescriptors; ++i) {
+    EXPECT_EQ(issued(i).bytes, 0u) << "unused entry " << i << " is empty";
+    EXPECT_EQ(issued(i).target, kBase + 128 + 16) << "and placed at its thread's last end";
+    EXPECT_GE(issued(i).staging_granule, issued(1).staging_granule + 1);
+    EXPECT_LE(issued(i).staging_granule, issued(UploadArena::kChunkDescriptors).staging_granule);
+  }
+  EXPECT_EQ(issued(UploadArena::kChunkDescriptors).target, kBase + 64);
+  EXPECT_EQ(a.descriptor_count(), 3u);
+}
+
+// Without spare room (a small block) every reservation is claimed on its own: threads taking
+// turns call by call make a run per turn, proven while the turns ascend.
+TEST_F(UploadArenaOrderTest, ExactReservationsTakingTurnsAreProvenWhileTheyAscend) {
+  const auto take_turns = [&](UploadArena& a, std::size_t rounds, bool ascending) {
+    std::barrier sync(2);
+    std::thread other([&] {
+      for (std::size_t i = 0; i < rounds; ++i) {
+        sync.arrive_and_wait();
+        reserve(a, kBase + (2 * i + 1) * 64, 32);
+        sync.arrive_and_wait();
+      }
+    });
+    for (std::size_t i = 0; i < rounds; ++i) {
+      reserve(a, kBase + (ascending ? 2 * i : 2 * i + 2) * 64 + (ascending ? 0 : 63), 32);
+      sync.arrive_and_wait();
+      sync.arrive_and_wait();
+    }
+    other.join();
+  };
+  UploadArena a = make(OverflowPolicy::fail, 4096, 64);
+  take_turns(a, 3, true);
+  const auto order = a.proven_order();
+  ASSERT_TRUE(order.has_value()) << "six runs of one reservation each, in address order";
+  EXPECT_EQ(order->bytes, 6u * 32);
+
+  UploadArena b = make(OverflowPolicy::fail, 4096, 64);
+  take_turns(b, 3, false);  // each turn of the test thread overlaps the other thread's next
+  EXPECT_FALSE(b.proven_order().has_value());
+
+  UploadArena c = make(OverflowPolicy::fail, 64 * UploadArena::kMaxRuns, 2 * UploadArena::kMaxRuns);
+  take_turns(c, UploadArena::kMaxRuns / 2 + 2, true);
+  EXPECT_FALSE(c.proven_order().has_value()) << "more runs than tracked";
+}
 TEST_F(UploadArenaOrderTest, ThreadsTakingTurnsOutOfAddressOrderAreNotProven) {
   UploadArena a = make();
   sweep(a, kBase + 100 * 64, 100, 32, 64);
@@ -113,23 +172,6 @@ TEST_F(UploadArenaOrderTest, ATurnThatOverlapsThePreviousOneIsNotProven) {
   sweep(a, kBase, 10, 64, 64);
   on_other_thread([&] { reserve(a, kBase + 9 * 64 + 63, 8); });  // into the last byte
   EXPECT_FALSE(a.proven_order().has_value());
-}
-
-TEST_F(UploadArenaOrderTest, ThreadsInterleavingCallByCallAreProvenWhileTheyAscend) {
-  UploadArena a = make();
-  for (std::size_t i = 0; i < 6; i += 2) {
-    reserve(a, kBase + i * 64, 64);
-    on_other_thread([&] { reserve(a, kBase + (i + 1) * 64, 32); });
-  }
-  const auto order = a.proven_order();
-  ASSERT_TRUE(order.has_value()) << "six runs of one reservation each, in address order";
-  EXPECT_EQ(order->bytes, 3u * (64 + 32));
-
-  UploadArena b = make();
-  reserve(b, kBase, 64);
-  on_other_thread([&] { reserve(b, kBase + 128, 64); });
-  reserve(b, kBase + 64, 64);  // the test thread resumes below the other thread's target
-  EXPECT_FALSE(b.proven_order().has_value());
 }
 
 TEST_F(UploadArenaOrderTest, ResetStartsAFreshProof) {
@@ -158,15 +200,12 @@ TEST_F(UploadArenaOrderTest, SwitchingBetweenArenasKeepsEachProof) {
   EXPECT_FALSE(b.proven_order().has_value());
 }
 
-TEST_F(UploadArenaOrderTest, MoreRunsThanTrackedAreNotProven) {
+TEST_F(UploadArenaOrderTest, MoreThreadsThanChunksAreNotProven) {
   UploadArena a = make();
-  UploadArena other = make();
-  // Each switch to `other` and back costs `a` one run.
-  for (std::size_t i = 0; i <= UploadArena::kMaxRuns; ++i) {
-    reserve(a, kBase + i * 64, 64);
-    reserve(other, kBase + i * 64, 64);
-  }
+  for (std::size_t i = 0; i <= UploadArena::kMaxChunks; ++i)
+    on_other_thread([&] { reserve(a, kBase + i * 64, 64); });
   EXPECT_FALSE(a.proven_order().has_value());
+  EXPECT_EQ(a.descriptor_count(), UploadArena::kMaxChunks + 1);
 }
 
 TEST_F(UploadArenaOrderTest, OverflowBlocksAreNeverProven) {

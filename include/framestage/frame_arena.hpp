@@ -136,6 +136,13 @@ class FrameArena {
   /// @brief The block holding [ptr, ptr + bytes), if the range lies within this frame's use.
   [[nodiscard]] std::optional<Location> locate(const void* ptr, std::size_t bytes) const noexcept {
     const auto* p = static_cast<const std::byte*>(ptr);
+    // What this thread allocated from its chunk: no shared line read (the head moves whenever
+    // any thread claims a chunk).
+    const detail::ArenaChunk& own = detail::this_thread_arena_chunk;
+    if (own.epoch == epoch_ && p >= main_.host.data() + own.begin &&
+        bytes <= own.next - own.begin && p <= main_.host.data() + (own.next - bytes)) [[likely]] {
+      return Location{0, static_cast<std::size_t>(p - main_.host.data())};
+    }
     const std::size_t used = std::min(head_.load(std::memory_order_relaxed), capacity_);
     if (p >= main_.host.data() && bytes <= used && p <= main_.host.data() + (used - bytes))
         [[likely]] {

@@ -19,9 +19,9 @@ namespace framestage {
 
 namespace detail {
 
-/// Consecutive reservations of one thread in one upload arena's main block: issue indices
-/// [first, next), with targets that ascend without overlap from `first_target` to `end`.
-struct alignas(64) UploadRun {
+/// Consecutive issue indices [first, next) of one upload arena's main block that one thread
+/// reserved, with targets that ascend without overlap from `first_target` to `end`.
+struct UploadRun {
   std::uint64_t first = 0;
   std::uint64_t next = 0;
   std::uint64_t first_target = 0;
@@ -30,12 +30,30 @@ struct alignas(64) UploadRun {
   std::size_t largest = 0;
 };
 
-/// The run this thread extends, valid while `epoch` is its arena's.
-struct UploadRunCursor {
-  std::uint64_t epoch = 0;
-  UploadRun* run = nullptr;
+/// One thread's share of an upload arena's main block in one frame: descriptors [next, end) and
+/// payload granules [next_granule, end_granule) are its own to hand out without atomics. `run`
+/// is the run it extends (run.next is unused: the run ends where the chunk does).
+struct alignas(64) UploadChunk {
+  std::uint64_t next = 0;
+  std::uint64_t end = 0;
+  std::uint64_t next_granule = 0;
+  std::uint64_t end_granule = 0;
+  UploadRun run;
+  std::uint64_t reservations = 0;  // this frame, to size the next chunk
+  std::uint64_t granules = 0;
+  bool active = false;        // has claimed a chunk this frame
+  bool stepped_back = false;  // a target below the end of the one before it
 };
-inline thread_local UploadRunCursor this_thread_upload_run{};
+
+/// Where a thread finds its chunk of an arena, valid while `epoch` is that arena's.
+struct UploadChunkCursor {
+  std::uint64_t epoch = 0;
+  UploadChunk* chunk = nullptr;
+};
+/// A few arenas at once (a coordinator's uploads and readbacks, several coordinators), looked up
+/// by epoch; two arenas that share an entry take turns, each turn costing a fresh chunk.
+inline constexpr std::size_t kUploadCursorWays = 8;
+inline thread_local std::array<UploadChunkCursor, kUploadCursorWays> this_thread_upload_chunks{};
 
 }  // namespace detail
 
@@ -51,10 +69,22 @@ struct UploadArenaNames {
 ///
 /// A block is laid out as `[ descriptor table | payloads ]` around a split point: descriptors
 /// grow down from the split, payloads grow up from it, and one 64-bit compare-and-swap reserves
-/// both. So, across threads too, payload positions ascend with issue order, and the part of a
-/// block a frame used, `[split - 16 * descriptors, split + payload_bytes)`, is one contiguous
-/// range that one copy delivers. Descriptor `i` of a block (0 = issued first) is
-/// `table()[descriptors - 1 - i]`.
+/// both. Payload positions ascend with descriptor index, and the part of a block a frame used,
+/// `[split - 16 * descriptors, split + payload_bytes)`, is one contiguous range that one copy
+/// delivers. Descriptor `i` of a block (0 = first) is `table()[descriptors - 1 - i]`.
+///
+/// Each thread claims the main block in chunks (kChunkDescriptors descriptors and about as many
+/// payloads of its average size) with one compare-and-swap, and hands out reservations from its
+/// chunk with no atomic operation; a chunk that ends where the block's use does grows in place,
+/// so one thread's reservations stay consecutive. Issue order is therefore each thread's call
+/// order; between threads it is the order of their chunks, which no synchronisation between the
+/// threads changes. A chunk's unused descriptors become empty (0 bytes) entries, and its unused
+/// payload a gap the copy carries (pad_unused()); only the last chunk's rest is cut off. What
+/// chunks leave unused comes out of spare room, an eighth more than configured, that a main
+/// block of at least 1024 descriptors and 256 KiB of payload gets: chunks are claimed only while
+/// the spare room covers twice the most that every thread's chunk could still leave unused, so
+/// the configured capacities always hold (a frame may fit up to an eighth more). Smaller blocks,
+/// reservations over 4 KiB, and threads past kMaxChunks reserve exactly what they need.
 ///
 /// When a block is full, OverflowPolicy::fail throws and leaves what was reserved intact;
 /// OverflowPolicy::grow seals the block and continues in overflow blocks taken under a lock
@@ -88,29 +118,32 @@ class UploadArena {
   ///         is full, naming which and the remedy; nothing reserved before is touched.
   [[nodiscard]] std::byte* reserve(std::uint64_t target, std::size_t bytes) {
     const std::uint64_t granules = (bytes + kStagingGranule - 1) / kStagingGranule;
-    if (bytes - 1 < kMaxReservationBytes) [[likely]] {
-      std::uint64_t head = head_.load(std::memory_order_relaxed);
-      // A compare-and-swap, not a fetch_add: a reservation that does not fit leaves the head
-      // exact, so the descriptor count never includes a slot nobody wrote.
-      while ((head & kSealed) == 0 && (head >> kCountShift) < main_.descriptor_capacity &&
-             (head & kGranuleMask) + granules <= main_.payload_granules) {
-        if (head_.compare_exchange_weak(head, head + (std::uint64_t{1} << kCountShift) + granules,
-                                        std::memory_order_relaxed)) [[likely]] {
-          note_run(head >> kCountShift, target, bytes);
-          return main_.write(head >> kCountShift, head & kGranuleMask, target, bytes);
-        }
+    const detail::UploadChunkCursor& cursor =
+        detail::this_thread_upload_chunks[epoch_ % detail::kUploadCursorWays];
+    if (cursor.epoch == epoch_) [[likely]] {
+      detail::UploadChunk& chunk = *cursor.chunk;
+      if (chunk.next < chunk.end && granules <= chunk.end_granule - chunk.next_granule &&
+          bytes - 1 < kMaxReservationBytes) [[likely]] {
+        return take(chunk, target, bytes, granules);
       }
     }
     return reserve_slow(target, bytes);
   }
+
+  /// @brief Owner thread, after the frame's reservations: makes the descriptors that threads
+  /// claimed and did not use empty (0 bytes, placed so that they change no order), so that the
+  /// table holds only reservations. Call it before reading the table; it changes nothing a
+  /// later reservation of the same frame relies on, so it may run again.
+  void pad_unused();
 
   /// @brief One block's use this frame; addresses are at the split point.
   struct BlockView {
     std::byte* host_split;      ///< pinned: payloads start here, the table ends here
     std::byte* device_split;    ///< the same point in device staging
     std::byte* mapped_split;    ///< the same point as a kernel reads pinned memory in place
-    std::size_t descriptors;    ///< descriptors reserved this frame
-    std::size_t payload_bytes;  ///< payload bytes reserved this frame (granules, rounded up)
+    std::size_t descriptors;    ///< table entries this frame (empty ones included)
+    std::size_t reserved;       ///< entries that hold a reservation (the rest are 0 bytes)
+    std::size_t payload_bytes;  ///< payload bytes in use this frame (granules, gaps included)
     [[nodiscard]] TransferDescriptor* table() const {
       return reinterpret_cast<TransferDescriptor*>(host_split) - descriptors;
     }
@@ -131,17 +164,22 @@ class UploadArena {
     std::size_t largest;  ///< the largest reservation
   };
   /// @brief Returns the main block's totals if its destinations are known to ascend without
-  /// overlap in issue order. Each thread's consecutive reservations form a run (a thread
-  /// sweeping a state array makes one); the frame is proven when every run's targets ascend and
-  /// the runs, in issue order, follow one another in address order too. std::nullopt when that
-  /// does not hold or is not known: targets stepped back, more than kMaxRuns runs (threads
-  /// interleaving call by call), or overflow blocks in use. Owner thread, after the frame's
-  /// reservations.
+  /// overlap in issue order. Each thread's consecutive chunks form a run (a thread sweeping a
+  /// state array makes one); the frame is proven when every run's targets ascend and the runs,
+  /// in issue order, follow one another in address order too. std::nullopt when that does not
+  /// hold or is not known: targets stepped back, more than kMaxRuns runs (threads whose chunks
+  /// interleave), or overflow blocks in use. Owner thread, after the frame's reservations.
   [[nodiscard]] std::optional<ProvenOrder> proven_order() const;
-  /// Runs of reservations the arena keeps track of per frame (about one per reserving thread).
+  /// Runs of reservations the arena keeps track of per frame, besides each thread's current one.
   static constexpr std::size_t kMaxRuns = 256;
+  /// Threads with a chunk of their own per frame; more reserve one at a time.
+  static constexpr std::size_t kMaxChunks = 256;
+  /// Descriptors a thread claims at once.
+  static constexpr std::size_t kChunkDescriptors = 64;
+  /// Most payload a thread claims at once, in granules (16 KiB).
+  static constexpr std::uint64_t kMaxChunkGranules = 1024;
 
-  /// @brief Descriptors reserved this frame, over all blocks.
+  /// @brief Reservations this frame, over all blocks (empty entries not counted).
   [[nodiscard]] std::size_t descriptor_count() const;
   [[nodiscard]] std::size_t payload_capacity_bytes() const noexcept {
     return main_.payload_granules * kStagingGranule;
@@ -167,14 +205,20 @@ class UploadArena {
     MemoryBlock host;
     MemoryBlock device;
     std::byte* mapped_split = nullptr;
-    std::size_t descriptor_capacity = 0;
+    std::size_t descriptor_capacity = 0;  // as configured
     std::uint64_t payload_granules = 0;
+    // Main block only: room past those for what threads' chunks leave unused (see claim()).
+    std::size_t spare_descriptors = 0;
+    std::uint64_t spare_granules = 0;
     // Overflow blocks only: their use, which moves under the lock.
     std::size_t descriptors = 0;
     std::uint64_t granules_used = 0;
 
+    [[nodiscard]] std::size_t table_entries() const {
+      return descriptor_capacity + spare_descriptors;
+    }
     [[nodiscard]] std::byte* host_split() const {
-      return host.data() + descriptor_capacity * sizeof(TransferDescriptor);
+      return host.data() + table_entries() * sizeof(TransferDescriptor);
     }
     std::byte* write(std::uint64_t index, std::uint64_t granule, std::uint64_t target,
                      std::size_t bytes) {
@@ -186,25 +230,31 @@ class UploadArena {
     }
   };
 
-  // One compare and four stores in the common case: the thread extends its own run.
-  void note_run(std::uint64_t index, std::uint64_t target, std::size_t bytes) {
-    const detail::UploadRunCursor& cursor = detail::this_thread_upload_run;
-    if (cursor.epoch == epoch_) [[likely]] {
-      detail::UploadRun& run = *cursor.run;
-      if (run.next == index && target >= run.end) [[likely]] {
-        run.next = index + 1;
-        run.end = target + bytes;
-        run.bytes += bytes;
-        run.largest = bytes > run.largest ? bytes : run.largest;
-        return;
-      }
-    }
-    note_run_slow(index, target, bytes);
+  // The chunk's next descriptor and payload, and the run extended by them: no atomics.
+  std::byte* take(detail::UploadChunk& chunk, std::uint64_t target, std::size_t bytes,
+                  std::uint64_t granules) {
+    detail::UploadRun& run = chunk.run;
+    chunk.stepped_back |= target < run.end;
+    run.end = target + bytes;
+    run.bytes += bytes;
+    run.largest = bytes > run.largest ? bytes : run.largest;
+    ++chunk.reservations;
+    chunk.granules += granules;
+    const std::uint64_t granule = chunk.next_granule;
+    chunk.next_granule += granules;
+    return main_.write(chunk.next++, granule, target, bytes);
   }
-  void note_run_slow(std::uint64_t index, std::uint64_t target, std::size_t bytes);
   std::byte* reserve_slow(std::uint64_t target, std::size_t bytes);
-  Block make_block(std::size_t payload_bytes, std::size_t descriptors);
-  [[nodiscard]] BlockView view(const Block& b, std::size_t descriptors,
+  detail::UploadChunk* chunk_of_this_thread();
+  bool claim(detail::UploadChunk& chunk, std::uint64_t target, std::uint64_t granules);
+  void abandon(detail::UploadChunk& chunk);
+  void push_run(const detail::UploadChunk& chunk);
+  std::byte* reserve_overflow(std::uint64_t target, std::size_t bytes);
+  // The chunk whose claim ended where the main block's use ends, if one did: its unused rest is
+  // cut off the block's view rather than padded.
+  [[nodiscard]] const detail::UploadChunk* last_chunk(std::uint64_t head) const;
+  Block make_block(std::size_t payload_bytes, std::size_t descriptors, bool spare);
+  [[nodiscard]] BlockView view(const Block& b, std::size_t descriptors, std::size_t reserved,
                                std::uint64_t granules) const;
 
   Backend* backend_;
@@ -219,9 +269,14 @@ class UploadArena {
   detail::CapacityTracker descriptor_growth_;
   static inline std::atomic<std::uint64_t> next_epoch_{1};
   std::uint64_t epoch_ = next_epoch_.fetch_add(1, std::memory_order_relaxed);  // per frame
-  std::array<detail::UploadRun, kMaxRuns> runs_{};
+  std::array<detail::UploadChunk, kMaxChunks> chunks_{};
+  std::array<detail::UploadRun, kMaxRuns> runs_{};  // runs that ended before the frame did
+  // Written on the slow path only, on a line of their own: the fast path reads epoch_ and main_.
+  alignas(64) std::atomic<std::size_t> chunk_count_{0};
   std::atomic<std::size_t> run_count_{0};
-  std::atomic<bool> unproven_{false};  // a run broke, or there were too many
+  std::atomic<std::uint64_t> abandoned_{0};           // descriptors of chunks given up, made empty
+  std::atomic<std::uint64_t> abandoned_granules_{0};  // and their payload
+  std::atomic<bool> unproven_{false};  // too many runs, or a reservation without a chunk
 };
 
 }  // namespace framestage

@@ -62,6 +62,9 @@ struct ConcurrentOptions {
   /// Grow policy from arenas and tables far too small for a frame, so the threads overflow
   /// together; fail policy with room for every item otherwise.
   bool tight_arenas = false;
+  /// Upload and readback arenas large enough (8 MiB, 32,768 entries) for the threads to claim
+  /// them in chunks (UploadArena's spare room), whatever the frame's size.
+  bool chunked_arenas = false;
   std::uint64_t seed = 1;
 };
 
@@ -125,6 +128,14 @@ class ConcurrentWorkload {
     c.max_uploads_per_frame = std::max<std::size_t>(upload_count_, 1);
     c.readback_arena_bytes = page(readback_bytes_ + 4096);
     c.max_readbacks_per_frame = std::max<std::size_t>(readback_count_, 1);
+    if (options_.chunked_arenas) {
+      constexpr std::size_t kBytes = std::size_t{8} << 20;
+      constexpr std::size_t kEntries = 32768;
+      c.upload_arena_bytes = std::max(c.upload_arena_bytes, kBytes);
+      c.max_uploads_per_frame = std::max(c.max_uploads_per_frame, kEntries);
+      c.readback_arena_bytes = std::max(c.readback_arena_bytes, kBytes);
+      c.max_readbacks_per_frame = std::max(c.max_readbacks_per_frame, kEntries);
+    }
     return c;
   }
 
