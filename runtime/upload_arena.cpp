@@ -128,7 +128,7 @@ bool UploadArena::claim(detail::UploadChunk& chunk, std::uint64_t target, std::u
       if (!grows) {
         if (chunk.active) {
           abandon(chunk);
-          push_run(chunk);
+          end_run(chunk);
         }
         chunk.active = true;
         chunk.next = count;
@@ -144,23 +144,27 @@ bool UploadArena::claim(detail::UploadChunk& chunk, std::uint64_t target, std::u
 }
 
 void UploadArena::abandon(detail::UploadChunk& chunk) {
-  if (chunk.next == chunk.end) return;
-  abandoned_.fetch_add(chunk.end - chunk.next, std::memory_order_relaxed);
-  abandoned_granules_.fetch_add(chunk.end_granule - chunk.next_granule, std::memory_order_relaxed);
+  // A chunk may run out of descriptors with payload to spare, or the other way round.
+  if (chunk.next < chunk.end)
+    abandoned_.fetch_add(chunk.end - chunk.next, std::memory_order_relaxed);
+  if (chunk.next_granule < chunk.end_granule) {
+    abandoned_granules_.fetch_add(chunk.end_granule - chunk.next_granule,
+                                  std::memory_order_relaxed);
+  }
   // Empty entries at the run's end and the chunk's payload end change no order anything checks.
   for (; chunk.next < chunk.end; ++chunk.next)
     (void)main_.write(chunk.next, chunk.end_granule, chunk.run.end, 0);
   chunk.next_granule = chunk.end_granule;
 }
 
-void UploadArena::push_run(const detail::UploadChunk& chunk) {
-  const std::size_t i = run_count_.fetch_add(1, std::memory_order_relaxed);
-  if (i >= kMaxRuns) {
-    unproven_.store(true, std::memory_order_relaxed);
+void UploadArena::end_run(detail::UploadChunk& chunk) {
+  if (chunk.ended_count == chunk.ended.size()) {
+    chunk.too_many_runs = true;
     return;
   }
-  runs_[i] = chunk.run;
-  runs_[i].next = chunk.end;
+  detail::UploadRun& ended = chunk.ended[chunk.ended_count++];
+  ended = chunk.run;
+  ended.next = chunk.end;
 }
 
 std::byte* UploadArena::reserve_overflow(std::uint64_t target, std::size_t bytes) {
@@ -236,20 +240,21 @@ const detail::UploadChunk* UploadArena::last_chunk(std::uint64_t head) const {
 std::optional<UploadArena::ProvenOrder> UploadArena::proven_order() const {
   if (unproven_.load(std::memory_order_relaxed) || overflowed()) return std::nullopt;
   // The runs that ended, then each thread's current one, which ends where its chunk does.
-  std::array<detail::UploadRun, kMaxRuns + kMaxChunks> runs{};
-  std::size_t n = std::min(run_count_.load(std::memory_order_relaxed), kMaxRuns);
-  std::copy_n(runs_.begin(), n, runs.begin());
+  std::vector<detail::UploadRun>& runs = proven_runs_;
+  runs.clear();
   const std::size_t chunks = std::min(chunk_count_.load(std::memory_order_relaxed), kMaxChunks);
   for (std::size_t i = 0; i < chunks; ++i) {
     const detail::UploadChunk& c = chunks_[i];
     if (!c.active) continue;
-    if (c.stepped_back) return std::nullopt;
-    runs[n] = c.run;
-    runs[n++].next = c.end;
+    if (c.stepped_back || c.too_many_runs) return std::nullopt;
+    runs.insert(runs.end(), c.ended.begin(), c.ended.begin() + c.ended_count);
+    runs.push_back(c.run);
+    runs.back().next = c.end;
   }
-  std::sort(
-      runs.begin(), runs.begin() + static_cast<std::ptrdiff_t>(n),
-      [](const detail::UploadRun& a, const detail::UploadRun& b) { return a.first < b.first; });
+  const std::size_t n = runs.size();
+  std::sort(runs.begin(), runs.end(), [](const detail::UploadRun& a, const detail::UploadRun& b) {
+    return a.first < b.first;
+  });
   ProvenOrder order{0, 0};
   std::uint64_t next = 0;
   std::uint64_t end = 0;
@@ -343,7 +348,6 @@ ArenaResize UploadArena::reset(std::size_t base_payload_bytes, std::size_t base_
   // A fresh epoch invalidates every thread's chunk of earlier frames, of any arena.
   epoch_ = next_epoch_.fetch_add(1, std::memory_order_relaxed);
   chunk_count_.store(0, std::memory_order_relaxed);
-  run_count_.store(0, std::memory_order_relaxed);
   abandoned_.store(0, std::memory_order_relaxed);
   abandoned_granules_.store(0, std::memory_order_relaxed);
   unproven_.store(false, std::memory_order_relaxed);

@@ -9,7 +9,10 @@
 
 #include <barrier>
 #include <cstdint>
+#include <cstring>
 #include <optional>
+#include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -156,9 +159,9 @@ TEST_F(UploadArenaOrderTest, ExactReservationsTakingTurnsAreProvenWhileTheyAscen
   take_turns(b, 3, false);  // each turn of the test thread overlaps the other thread's next
   EXPECT_FALSE(b.proven_order().has_value());
 
-  UploadArena c = make(OverflowPolicy::fail, 64 * UploadArena::kMaxRuns, 2 * UploadArena::kMaxRuns);
-  take_turns(c, UploadArena::kMaxRuns / 2 + 2, true);
-  EXPECT_FALSE(c.proven_order().has_value()) << "more runs than tracked";
+  UploadArena c = make(OverflowPolicy::fail, 4096, 64);
+  take_turns(c, UploadArena::kMaxRunsPerThread + 2, true);
+  EXPECT_FALSE(c.proven_order().has_value()) << "more runs of one thread than tracked";
 }
 TEST_F(UploadArenaOrderTest, ThreadsTakingTurnsOutOfAddressOrderAreNotProven) {
   UploadArena a = make();
@@ -198,6 +201,68 @@ TEST_F(UploadArenaOrderTest, SwitchingBetweenArenasKeepsEachProof) {
   ASSERT_TRUE(in_a.has_value()) << "each switch back to a starts a new run where the last ended";
   EXPECT_EQ(in_a->bytes, 50u * 64);
   EXPECT_FALSE(b.proven_order().has_value());
+}
+
+// Chunks given up leave entries and payload unused; the spare room must absorb all of it, so that
+// threads together always fit exactly the configured count and bytes, whatever their sizes.
+TEST_F(UploadArenaOrderTest, ThreadsFillingTheConfiguredCapacityExactlyAllFit) {
+  constexpr unsigned kThreads = 8;
+  constexpr std::size_t kCount = 65536;  // room for 8 threads' chunks
+  constexpr std::size_t kPerThread = kCount / kThreads;
+  std::mt19937_64 random(20261125);
+  std::vector<std::size_t> sizes(kCount);
+  std::size_t granules = 0;
+  // Each thread's first half is 4 granules an item (a chunk's most payload fits its entries
+  // exactly), its second half 1 granule: chunks sized from its average then run out of entries
+  // long before payload, and give most of their payload up.
+  for (std::size_t i = 0; i < kCount; ++i) {
+    sizes[i] = i % kPerThread < kPerThread / 2 ? 49 + random() % 16 : 1 + random() % 16;
+    granules += (sizes[i] + kStagingGranule - 1) / kStagingGranule;
+  }
+  UploadArena a = make(OverflowPolicy::fail, granules * kStagingGranule, kCount);
+  std::barrier sync(kThreads);
+  std::vector<std::string> errors(kThreads);
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      sync.arrive_and_wait();
+      try {
+        for (std::size_t i = t * kPerThread; i < (t + 1) * kPerThread; ++i) {
+          std::memset(a.reserve(kBase + i * 512, sizes[i]), static_cast<int>(i), sizes[i]);
+          if (i % 16 == 15) sync.arrive_and_wait();  // so that the threads' chunks interleave
+        }
+      } catch (const Error& e) {
+        errors[t] = e.what();
+        sync.arrive_and_drop();  // the others go on without this thread
+      }
+    });
+  }
+  for (std::thread& t : threads)
+    t.join();
+  for (unsigned t = 0; t < kThreads; ++t)
+    EXPECT_EQ(errors[t], "") << "thread " << t;
+  EXPECT_EQ(a.descriptor_count(), kCount);
+
+  // Every reservation once, in its own payload, and the empty entries in between harmless.
+  a.pad_unused();
+  const UploadArena::BlockView v = a.block(0);
+  EXPECT_EQ(v.reserved, kCount);
+  std::vector<bool> seen(kCount);
+  std::uint64_t next_granule = 0;
+  for (std::size_t k = 0; k < v.descriptors; ++k) {
+    const TransferDescriptor& d = v.table()[v.descriptors - 1 - k];
+    ASSERT_GE(d.staging_granule, next_granule) << "payloads ascend with issue order";
+    if (d.bytes == 0) continue;
+    const std::size_t i = (d.target - kBase) / 512;
+    ASSERT_LT(i, kCount);
+    EXPECT_FALSE(seen[i]);
+    seen[i] = true;
+    EXPECT_EQ(d.bytes, sizes[i]);
+    EXPECT_EQ(static_cast<unsigned char>(v.host_split[d.staging_granule * kStagingGranule]),
+              static_cast<unsigned char>(i));
+    next_granule = d.staging_granule + (d.bytes + kStagingGranule - 1) / kStagingGranule;
+  }
+  EXPECT_LE(next_granule * kStagingGranule, v.payload_bytes);
 }
 
 TEST_F(UploadArenaOrderTest, MoreThreadsThanChunksAreNotProven) {

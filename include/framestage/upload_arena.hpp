@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace framestage {
 
@@ -30,9 +31,14 @@ struct UploadRun {
   std::size_t largest = 0;
 };
 
+/// Runs a thread keeps per frame besides its current one; more make the frame unproven.
+inline constexpr std::size_t kUploadRunsPerThread = 4;
+
 /// One thread's share of an upload arena's main block in one frame: descriptors [next, end) and
 /// payload granules [next_granule, end_granule) are its own to hand out without atomics. `run`
-/// is the run it extends (run.next is unused: the run ends where the chunk does).
+/// is the run it extends (run.next is unused: the run ends where the chunk does); `ended` the
+/// ones it left when its chunks stopped following each other. Only its thread writes it, so
+/// nothing on the path of a reservation is shared between threads.
 struct alignas(64) UploadChunk {
   std::uint64_t next = 0;
   std::uint64_t end = 0;
@@ -43,6 +49,9 @@ struct alignas(64) UploadChunk {
   std::uint64_t granules = 0;
   bool active = false;        // has claimed a chunk this frame
   bool stepped_back = false;  // a target below the end of the one before it
+  bool too_many_runs = false;
+  std::uint32_t ended_count = 0;
+  std::array<UploadRun, kUploadRunsPerThread> ended{};
 };
 
 /// Where a thread finds its chunk of an arena, valid while `epoch` is that arena's.
@@ -167,15 +176,16 @@ class UploadArena {
   /// overlap in issue order. Each thread's consecutive chunks form a run (a thread sweeping a
   /// state array makes one); the frame is proven when every run's targets ascend and the runs,
   /// in issue order, follow one another in address order too. std::nullopt when that does not
-  /// hold or is not known: targets stepped back, more than kMaxRuns runs (threads whose chunks
-  /// interleave), or overflow blocks in use. Owner thread, after the frame's reservations.
+  /// hold or is not known: targets stepped back, a thread with more than kMaxRunsPerThread + 1
+  /// runs (threads whose chunks interleave), or overflow blocks in use. Owner thread, after the
+  /// frame's reservations.
   [[nodiscard]] std::optional<ProvenOrder> proven_order() const;
-  /// Runs of reservations the arena keeps track of per frame, besides each thread's current one.
-  static constexpr std::size_t kMaxRuns = 256;
+  /// Runs of reservations the arena keeps track of per thread and frame, besides its current one.
+  static constexpr std::size_t kMaxRunsPerThread = detail::kUploadRunsPerThread;
   /// Threads with a chunk of their own per frame; more reserve one at a time.
   static constexpr std::size_t kMaxChunks = 256;
   /// Descriptors a thread claims at once.
-  static constexpr std::size_t kChunkDescriptors = 64;
+  static constexpr std::size_t kChunkDescriptors = 256;
   /// Most payload a thread claims at once, in granules (16 KiB).
   static constexpr std::uint64_t kMaxChunkGranules = 1024;
 
@@ -248,7 +258,7 @@ class UploadArena {
   detail::UploadChunk* chunk_of_this_thread();
   bool claim(detail::UploadChunk& chunk, std::uint64_t target, std::uint64_t granules);
   void abandon(detail::UploadChunk& chunk);
-  void push_run(const detail::UploadChunk& chunk);
+  static void end_run(detail::UploadChunk& chunk);
   std::byte* reserve_overflow(std::uint64_t target, std::size_t bytes);
   // The chunk whose claim ended where the main block's use ends, if one did: its unused rest is
   // cut off the block's view rather than padded.
@@ -270,13 +280,12 @@ class UploadArena {
   static inline std::atomic<std::uint64_t> next_epoch_{1};
   std::uint64_t epoch_ = next_epoch_.fetch_add(1, std::memory_order_relaxed);  // per frame
   std::array<detail::UploadChunk, kMaxChunks> chunks_{};
-  std::array<detail::UploadRun, kMaxRuns> runs_{};  // runs that ended before the frame did
   // Written on the slow path only, on a line of their own: the fast path reads epoch_ and main_.
   alignas(64) std::atomic<std::size_t> chunk_count_{0};
-  std::atomic<std::size_t> run_count_{0};
   std::atomic<std::uint64_t> abandoned_{0};           // descriptors of chunks given up, made empty
   std::atomic<std::uint64_t> abandoned_granules_{0};  // and their payload
-  std::atomic<bool> unproven_{false};  // too many runs, or a reservation without a chunk
+  std::atomic<bool> unproven_{false};                 // a reservation without a chunk
+  mutable std::vector<detail::UploadRun> proven_runs_;  // proven_order()'s scratch space
 };
 
 }  // namespace framestage
