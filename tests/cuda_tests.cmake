@@ -8,6 +8,7 @@
 # leave it out (and it skips itself under FRAMESTAGE_TEST_QUICK=1).
 set(framestage_cuda_tests
   test_cuda_backend
+  test_cuda_broadcast
   test_cuda_coordinator
   test_cuda_readback
   test_cuda_failure

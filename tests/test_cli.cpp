@@ -98,6 +98,7 @@ TEST_F(Cli, EveryCommandHasHelp) {
   }
   EXPECT_CONTAINS(run("bench --help").out, "--strategies");
   EXPECT_CONTAINS(run("probe --help").out, "--save");
+  EXPECT_CONTAINS(run("measure --help").out, "--broadcast-devices");
 }
 
 TEST_F(Cli, BadOptionsExitWithTwoAndNameTheOption) {
@@ -115,6 +116,8 @@ TEST_F(Cli, BadOptionsExitWithTwoAndNameTheOption) {
       {"bench --config /nonexistent/c.json", "--config"},
       {"bench --json - --csv -", "--json - and --csv -"},
       {"probe --device -1", "--device"},
+      {"measure --steps items,warp-drive", "warp-drive"},
+      {"measure --broadcast-devices 0,-1", "--broadcast-devices"},
       {"probe --quick extra", "extra"},
   };
   for (const auto& c : cases) {

@@ -62,3 +62,41 @@ void free_write_combined(void* p) noexcept {
 }
 
 }  // namespace framestage::bench
+
+namespace framestage::bench {
+
+int cuda_device_count() noexcept {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+
+bool enable_peer_access(int device, int peer) {
+  if (device == peer) return true;
+  int can = 0;
+  cudaError_t status = cudaDeviceCanAccessPeer(&can, device, peer);
+  if (status != cudaSuccess || can == 0) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  int previous = 0;
+  (void)cudaGetDevice(&previous);
+  status = cudaSetDevice(device);
+  if (status == cudaSuccess) status = cudaDeviceEnablePeerAccess(peer, 0);
+  (void)cudaSetDevice(previous);
+  if (status == cudaErrorPeerAccessAlreadyEnabled) {
+    (void)cudaGetLastError();
+    return true;
+  }
+  if (status != cudaSuccess) {
+    throw Error(ErrorCategory::cuda, "cudaDeviceEnablePeerAccess(" + std::to_string(peer) +
+                                         ") on device " + std::to_string(device) +
+                                         " failed: " + cudaGetErrorName(status));
+  }
+  return true;
+}
+
+}  // namespace framestage::bench

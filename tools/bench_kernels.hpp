@@ -18,3 +18,13 @@ namespace framestage::bench {
 void* allocate_write_combined(std::size_t bytes);
 void free_write_combined(void* p) noexcept;
 }  // namespace framestage::bench
+
+namespace framestage::bench {
+/// CUDA devices present; 0 where the runtime finds none.
+int cuda_device_count() noexcept;
+/// Lets `device` access `peer`'s memory directly (cudaDeviceEnablePeerAccess) where the topology
+/// allows it, so copies between them need not be staged through the host. Returns whether
+/// `device` can now reach `peer` directly; true for device == peer.
+/// @throws Error(cuda) if enabling fails for another reason than "already enabled".
+bool enable_peer_access(int device, int peer);
+}  // namespace framestage::bench

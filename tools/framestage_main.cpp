@@ -1,7 +1,8 @@
 // The `framestage` command-line program:
 //   framestage probe    the device's copy ceilings and per-call costs, and calibrated thresholds
 //   framestage bench    workloads run with every transfer strategy side by side, every byte checked
-//   framestage measure  the GPU measurements recorded in bench/RESULTS.md for issue 4
+//   framestage measure  the GPU measurements recorded in bench/RESULTS.md (issue 4), and the
+//                       broadcast to several GPUs (issue 9)
 #include "bench_runner.hpp"
 #include "device_info.hpp"
 #include "probe.hpp"
@@ -40,6 +41,9 @@ constexpr int kFailed = 1;
 constexpr int kUsage = 2;
 
 const std::vector<std::string> kBackends{"auto", "cuda", "host"};
+// The steps of `framestage measure`, in the order they run.
+const std::vector<std::string> kMeasureSteps{"items",     "mirror",   "readback", "up-and-back",
+                                             "host-cost", "pipeline", "broadcast"};
 
 struct ProbeArgs {
   std::string backend = "auto";
@@ -67,6 +71,8 @@ struct BenchArgs {
 struct MeasureArgs {
   int device = 0;
   std::uint64_t seed = 1;
+  std::vector<std::string> steps;
+  std::vector<int> broadcast_devices;
 };
 
 std::string utc_now() {
@@ -210,7 +216,11 @@ int run_bench_command(const BenchArgs& args, const std::vector<std::string>& com
 int run_measure_command(const MeasureArgs& args) {
 #if FRAMESTAGE_HAS_CUDA
   const OpenedBackend opened = open_backend("cuda", args.device);
-  return bench::run_gpu_measurements(*opened.backend, args.seed);
+  bench::MeasureOptions options;
+  options.seed = args.seed;
+  options.steps = args.steps;
+  options.broadcast_devices = args.broadcast_devices;
+  return bench::run_gpu_measurements(*opened.backend, options);
 #else
   (void)args;
   throw Error(ErrorCategory::cuda,
@@ -313,12 +323,28 @@ int main(int argc, char** argv) {
   CLI::App* measure_command = app.add_subcommand(
       "measure",
       "The GPU measurements of issue 4 (bench/RESULTS.md): 100,000 and 1,000 items against the "
-      "ceiling, the 16 MiB mirror, host cost per item, and triple buffering. Needs a GPU.");
+      "ceiling, the 16 MiB mirror, host cost per item, and triple buffering; and issue 9's "
+      "broadcast of 64 MiB to two GPUs against one copy to one. Needs a GPU.");
   measure_command->add_option("--device", measure.device, "CUDA device ordinal")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   measure_command->add_option("--seed", measure.seed, "item sizes and order")
       ->capture_default_str();
+  std::string step_names;
+  for (const std::string& step : kMeasureSteps)
+    step_names += (step_names.empty() ? "" : ", ") + step;
+  measure_command
+      ->add_option("--steps", measure.steps,
+                   "comma-separated steps to run (default: all): " + step_names)
+      ->delimiter(',')
+      ->check(CLI::IsMember(kMeasureSteps));
+  measure_command
+      ->add_option("--broadcast-devices", measure.broadcast_devices,
+                   "comma-separated CUDA ordinals the broadcast step sends to; repeats are allowed "
+                   "(0,0: two backends on one GPU, for a smoke run). Default: 0,1 where two "
+                   "devices are present, else the step is skipped")
+      ->delimiter(',')
+      ->check(CLI::NonNegativeNumber);
 
   if (argc < 2) {
     std::fputs(app.help().c_str(), stderr);

@@ -4,13 +4,17 @@
 
 #include "bench_kernels.hpp"
 
+#include <framestage/cuda_backend.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace framestage::bench {
@@ -513,23 +517,133 @@ void measure_pipeline(Backend& backend) {
   }
 }
 
+// 64 MiB written once into the broadcast's pinned arena and delivered to every device of
+// `requested` (two by default), by each route, against one pinned copy of the same 64 MiB to the
+// first device alone; after the timed frames, every byte of the last frame is checked on every
+// device.
+bool measure_broadcast(const std::vector<int>& requested) {
+  constexpr std::size_t kBytes = std::size_t{64} << 20;
+  constexpr int kWarmup = 3;
+  constexpr int kFrames = 20;
+  const int count = cuda_device_count();
+  std::vector<int> ordinals = requested;
+  if (ordinals.empty()) {
+    if (count < 2) {
+      std::printf("broadcast: skipped: needs 2 CUDA devices, found %d\n", count);
+      return true;
+    }
+    ordinals = {0, 1};
+  }
+  for (const int ordinal : ordinals) {
+    if (ordinal >= count) {
+      throw Error(ErrorCategory::misuse, "--broadcast-devices names device " +
+                                             std::to_string(ordinal) + ", but " +
+                                             std::to_string(count) + " are present");
+    }
+  }
+  std::vector<std::unique_ptr<CudaBackend>> backends;
+  std::vector<Backend*> devices;
+  std::string names;
+  for (const int ordinal : ordinals) {
+    backends.push_back(std::make_unique<CudaBackend>(ordinal));
+    devices.push_back(backends.back().get());
+    names += (names.empty() ? "" : "; ") + backends.back()->describe();
+  }
+  // Peer access, where the topology allows, lets via_first_device copy device to device instead
+  // of through the host.
+  std::string peer = "same device";
+  for (std::size_t k = 1; k < ordinals.size(); ++k) {
+    if (ordinals[k] == ordinals[0]) continue;
+    const bool both = enable_peer_access(ordinals[k], ordinals[0]) &&
+                      enable_peer_access(ordinals[0], ordinals[k]);
+    peer = both && peer != "unavailable" ? "enabled" : "unavailable";
+  }
+
+  // The baseline: one pinned copy of 64 MiB to the first device, of bytes just written, as each
+  // broadcast frame's are.
+  Backend& first = *devices[0];
+  MemoryBlock pinned(first, MemoryKind::pinned, kBytes);
+  MemoryBlock device(first, MemoryKind::device, kBytes);
+  Stream stream(first);
+  Event copied(first);
+  std::vector<double> copy_times;
+  for (int r = 0; r < kWarmup + kFrames; ++r) {
+    fill_frame(as_words(pinned.data(), kBytes), r);
+    const auto start = Clock::now();
+    first.copy_async(device.data(), pinned.data(), kBytes, stream.view());
+    first.record_event(copied.native(), stream.view());
+    if (!first.wait_event(copied.native(), kTimeout)) throw Error(ErrorCategory::timeout, "bench");
+    if (r >= kWarmup) copy_times.push_back(micros(Clock::now() - start));
+  }
+  const double copy_us = median(std::move(copy_times));
+  std::printf("\nbroadcast: 64 MiB to %zu devices (%s), peer access %s\n", devices.size(),
+              names.c_str(), peer.c_str());
+  std::printf("  one pinned copy to device %d, bytes just written: %.0f us = %.1f GB/s\n",
+              ordinals[0], copy_us, static_cast<double>(kBytes) / copy_us / 1e3);
+
+  bool match = true;
+  for (const BroadcastRoute route : {BroadcastRoute::from_host, BroadcastRoute::via_first_device}) {
+    Config config;
+    config.arena_bytes = kBytes + (std::size_t{1} << 20);
+    Broadcast broadcast(config, devices, route);
+    std::vector<double> t;
+    FrameSpan<std::uint32_t> last;
+    for (int frame = 0; frame < kWarmup + kFrames; ++frame) {
+      broadcast.begin_frame();
+      last = broadcast.frame_alloc<std::uint32_t>(kBytes / 4);
+      fill_frame(last, frame);
+      broadcast.stage_for_upload(last);
+      const auto start = Clock::now();
+      const BroadcastTicket ticket = broadcast.end_frame();
+      ticket.wait(kTimeout);
+      if (frame >= kWarmup) t.push_back(micros(Clock::now() - start));
+    }
+    bool route_match = true;
+    std::vector<std::uint32_t> got(last.size());
+    for (std::size_t k = 0; k < devices.size(); ++k) {
+      devices[k]->read_device(got.data(), broadcast.device_ptr(last, k), kBytes);
+      route_match &= std::equal(got.begin(), got.end(), last.begin());
+    }
+    match &= route_match;
+    const double us = median(std::move(t));
+    std::printf(
+        "  %-16s %.0f us per frame (median of %d) = %.2f x one copy; copies per device: %zu; "
+        "contents %s\n",
+        std::string(to_string(route)).c_str(), us, kFrames, us / copy_us,
+        broadcast.last_frame().copy_runs, route_match ? "match on every device" : "MISMATCH");
+  }
+  return match;
+}
+
 }  // namespace
 
-int run_gpu_measurements(Backend& backend, std::uint64_t seed) {
+int run_gpu_measurements(Backend& backend, const MeasureOptions& options) {
+  const auto wanted = [&](std::string_view step) {
+    return options.steps.empty() ||
+           std::find(options.steps.begin(), options.steps.end(), step) != options.steps.end();
+  };
+  const std::uint64_t seed = options.seed;
   std::printf("\n== GPU measurements on %s\n", backend.describe().c_str());
   std::vector<Row> rows;
   bool ok = true;
-  ok &= measure_items(backend, 100'000, false, seed, rows);
-  ok &= measure_items(backend, 100'000, true, seed, rows);
-  ok &= measure_items(backend, 1'000, false, seed, rows);
-  double fraction = 0;
-  ok &= measure_mirror(backend, rows, fraction);
-  ok &= measure_readback(backend, seed, rows);
-  print_rows(rows);
-  ok &= measure_up_and_back(backend);
-  std::printf("\nhost cost, frame_alloc + stage_for_upload: %.1f ns per item (one thread)\n",
-              measure_host_cost(backend));
-  measure_pipeline(backend);
+  if (wanted("items")) {
+    ok &= measure_items(backend, 100'000, false, seed, rows);
+    ok &= measure_items(backend, 100'000, true, seed, rows);
+    ok &= measure_items(backend, 1'000, false, seed, rows);
+  }
+  if (wanted("mirror")) {
+    double fraction = 0;
+    ok &= measure_mirror(backend, rows, fraction);
+  }
+  if (wanted("readback")) ok &= measure_readback(backend, seed, rows);
+  if (!rows.empty()) print_rows(rows);
+  if (wanted("up-and-back")) ok &= measure_up_and_back(backend);
+  if (wanted("host-cost")) {
+    std::printf("\nhost cost, frame_alloc + stage_for_upload: %.1f ns per item (one thread)\n",
+                measure_host_cost(backend));
+  }
+  if (wanted("pipeline")) measure_pipeline(backend);
+  if (wanted("broadcast")) ok &= measure_broadcast(options.broadcast_devices);
   std::printf("GPU measurements: contents checked: %s\n", ok ? "every byte matches" : "MISMATCH");
   return ok ? 0 : 1;
 }

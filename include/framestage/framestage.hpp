@@ -3,6 +3,7 @@
 #pragma once
 
 #include <framestage/backend.hpp>
+#include <framestage/broadcast.hpp>
 #include <framestage/config.hpp>
 #include <framestage/coordinator.hpp>
 #include <framestage/device_buffer.hpp>
