@@ -1,23 +1,31 @@
 // Host cost per item of the staging calls, on 1, 2, 4, 8 and 16 threads (Google Benchmark).
 //
-// One iteration is one frame's staging phase: every thread issues kItemsPerThread items of
-// kItemBytes between two barriers, and only that phase is timed: the wall time from the barrier
-// that releases the threads to the last one's finish (manual time). The threads wait for the
-// release spinning, not asleep: woken one by one from a futex, the last of 16 threads started
-// up to a few hundred microseconds after the first, which the phase (about 0.5 ms) counted as
-// if the calls had been slow. begin_frame, end_frame and
-// waiting for the frame happen outside it. items_per_second counts every thread's items, so
-// items_per_second at N threads over that at 1 thread is the scaling. Benchmarks:
+// One iteration is one frame's staging phase: every thread issues its items of kItemBytes between
+// two barriers, and only that phase is timed: the wall time from the barrier that releases the
+// threads to the last one's finish (manual time). The threads wait for the release spinning, not
+// asleep: woken one by one from a futex, the last of 16 threads started up to a few hundred
+// microseconds after the first, which the phase (about 0.5 ms) counted as if the calls had been
+// slow. begin_frame, end_frame and waiting for the frame happen outside it. items_per_second
+// counts every thread's items, so items_per_second at N threads over that at 1 thread is the
+// scaling. Benchmarks:
 //   BM_FrameAllocStage  frame_alloc + write + stage_for_upload
 //   BM_Upload           upload (the copy into pinned memory included)
 //   BM_ReserveUpload    reserve_upload + write in place
 //   BM_Readback         readback
 //   BM_CopyBaseline     the same bytes written to pinned memory with no coordinator (the floor)
-// After the runs a table gives items/s, ns per item and the scaling from 1 thread for each.
+// After the runs a table gives items/s, ns per item and the scaling from 1 thread for each (the
+// median over --benchmark_repetitions, and the lowest and highest scaling among them).
+//
+// How much each thread issues (flags of this program, before Google Benchmark's own):
+//   --items_per_thread=N  every thread issues N items (default 32768): the frame grows with the
+//                         threads, and so does the pinned memory it writes
+//   --frame_items=N       the frame has N items, split evenly between the threads: the same
+//                         frame, and the same memory, at every thread count
 // The backend is make_default_backend(): CUDA (real pinned memory) on a GPU machine.
 //
 //   ./build/framestage_micro                                   # everything
 //   ./build/framestage_micro --benchmark_filter=BM_Upload      # one benchmark
+//   ./build/framestage_micro --frame_items=524288 --benchmark_repetitions=5
 #include <framestage/framestage.hpp>
 
 #include <benchmark/benchmark.h>
@@ -31,9 +39,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -42,12 +53,29 @@ using framestage::Config;
 using framestage::Coordinator;
 using framestage::DeviceBuffer;
 
-constexpr std::size_t kItemsPerThread = 32768;
 constexpr std::size_t kItemBytes = 32;
 constexpr int kMaxThreads = 16;
 using Clock = std::chrono::steady_clock;
 
-/// Releases `threads` threads at once: each spins until the last has arrived.
+/// How the items of a frame are shared between the threads (set from the command line).
+struct Workload {
+  std::size_t items_per_thread = 32768;
+  std::size_t frame_items = 0;  // when not 0: a fixed frame, split between the threads
+
+  [[nodiscard]] std::size_t most_items() const {
+    return frame_items != 0 ? frame_items : items_per_thread * kMaxThreads;
+  }
+  /// The items [first, first + count) that `thread` of `threads` issues.
+  [[nodiscard]] std::pair<std::size_t, std::size_t> share(std::size_t thread,
+                                                          std::size_t threads) const {
+    if (frame_items == 0) return {thread * items_per_thread, items_per_thread};
+    const std::size_t first = frame_items * thread / threads;
+    return {first, frame_items * (thread + 1) / threads - first};
+  }
+};
+Workload workload;
+
+/// Releases `threads` threads at once: each spins (yielding) until the last has arrived.
 class SpinStart {
  public:
   explicit SpinStart(int threads) : threads_(threads) {}
@@ -58,8 +86,10 @@ class SpinStart {
       generation_.store(generation + 1, std::memory_order_release);
       return;
     }
-    while (generation_.load(std::memory_order_acquire) == generation) {
-    }
+    // yield, not a bare spin: with a core per thread it returns at once, and where threads
+    // outnumber cores (CI's 2) the spinners let the late ones run.
+    while (generation_.load(std::memory_order_acquire) == generation)
+      std::this_thread::yield();
   }
 
  private:
@@ -79,7 +109,7 @@ struct Shared {
     backend = std::move(made.backend);
     Config c;
     c.buffering = 2;
-    const std::size_t items = kItemsPerThread * kMaxThreads;
+    const std::size_t items = workload.most_items();
     c.arena_bytes = items * 48 + (std::size_t{kMaxThreads} << 16);
     c.upload_arena_bytes = items * kItemBytes * 2;
     c.max_uploads_per_frame = items;
@@ -114,11 +144,10 @@ void teardown(const benchmark::State&) {
 enum class Kind { frame_alloc_stage, upload, reserve_upload, readback, baseline };
 
 template <Kind kKind>
-void issue_items(std::size_t thread) {
+void issue_items(std::size_t first, std::size_t count) {
   Coordinator& c = *shared->coordinator;
-  const std::size_t first = thread * kItemsPerThread;
   std::array<std::byte, kItemBytes> item{};
-  for (std::size_t i = 0; i < kItemsPerThread; ++i) {
+  for (std::size_t i = 0; i < count; ++i) {
     const std::size_t at = (first + i) * kItemBytes;
     item[0] = static_cast<std::byte>(i);
     if constexpr (kKind == Kind::frame_alloc_stage) {
@@ -142,27 +171,27 @@ void issue_items(std::size_t thread) {
 template <Kind kKind>
 void staging(benchmark::State& state) {
   const auto thread = static_cast<std::size_t>(state.thread_index());
+  const auto [first, count] = workload.share(thread, static_cast<std::size_t>(state.threads()));
   Shared& s = *shared;
   for (auto _ : state) {
     if (thread == 0 && kKind != Kind::baseline) s.coordinator->begin_frame();
     s.sync.arrive_and_wait();   // the frame is open
     s.start.arrive_and_wait();  // every thread running: go
     s.started[thread] = Clock::now();
-    issue_items<kKind>(thread);
+    issue_items<kKind>(first, count);
     s.finished[thread] = Clock::now();
     s.sync.arrive_and_wait();  // every thread is done
     if (thread == 0) {
-      const auto first = *std::min_element(s.started.begin(), s.started.end());
+      const auto began = *std::min_element(s.started.begin(), s.started.end());
       const auto last = *std::max_element(s.finished.begin(), s.finished.end());
-      s.phase_seconds = std::chrono::duration<double>(last - first).count();
+      s.phase_seconds = std::chrono::duration<double>(last - began).count();
       if (kKind != Kind::baseline) s.coordinator->end_frame().wait();
     }
     s.sync.arrive_and_wait();  // the frame is closed, and its phase time known
     state.SetIterationTime(s.phase_seconds);
   }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kItemsPerThread));
-  state.SetBytesProcessed(
-      static_cast<std::int64_t>(state.iterations() * kItemsPerThread * kItemBytes));
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * count));
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * count * kItemBytes));
 }
 
 void BM_FrameAllocStage(benchmark::State& state) {
@@ -198,7 +227,8 @@ FRAMESTAGE_STAGING_BENCHMARK(BM_ReserveUpload);
 FRAMESTAGE_STAGING_BENCHMARK(BM_Readback);
 FRAMESTAGE_STAGING_BENCHMARK(BM_CopyBaseline);
 
-/// The console output, then a table of items/s per thread count and the scaling from 1 thread.
+/// The console output, then a table of items/s per thread count and the scaling from 1 thread:
+/// medians over the repetitions, with the range of the scaling between repetitions.
 class ScalingReporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
@@ -207,31 +237,89 @@ class ScalingReporter : public benchmark::ConsoleReporter {
       if (run.error_occurred || run.run_type != Run::RT_Iteration) continue;
       const auto rate = run.counters.find("items_per_second");
       if (rate == run.counters.end()) continue;
-      rates_[run.run_name.function_name][static_cast<int>(run.threads)] = rate->second.value;
+      rates_[run.run_name.function_name][static_cast<int>(run.threads)].push_back(
+          rate->second.value);
     }
   }
   void Finalize() override {
     ConsoleReporter::Finalize();
-    std::printf("\nscaling (%zu items of %zu B per thread per frame, wall time of the phase)\n",
-                kItemsPerThread, kItemBytes);
-    std::printf("%-20s %8s %14s %10s %9s\n", "benchmark", "threads", "items/s", "ns/item",
-                "scaling");
+    if (workload.frame_items != 0) {
+      std::printf("\nscaling (a frame of %zu items of %zu B split between the threads, ",
+                  workload.frame_items, kItemBytes);
+    } else {
+      std::printf("\nscaling (%zu items of %zu B per thread per frame, ", workload.items_per_thread,
+                  kItemBytes);
+    }
+    std::printf("wall time of the phase; medians of the repetitions)\n");
+    std::printf("%-20s %8s %5s %14s %10s %9s %17s\n", "benchmark", "threads", "reps", "items/s",
+                "ns/item", "scaling", "range of scaling");
     for (const auto& [name, by_threads] : rates_) {
       const auto one = by_threads.find(1);
-      for (const auto& [threads, rate] : by_threads) {
-        std::printf("%-20s %8d %14.4g %10.2f %8.2fx\n", name.c_str(), threads, rate, 1e9 / rate,
-                    one == by_threads.end() ? 0.0 : rate / one->second);
+      const double one_rate = one == by_threads.end() ? 0.0 : median(one->second);
+      for (const auto& [threads, rates] : by_threads) {
+        const double rate = median(rates);
+        const auto [low, high] = std::minmax_element(rates.begin(), rates.end());
+        std::printf("%-20s %8d %5zu %14.4g %10.2f %8.2fx %7.2fx - %5.2fx\n", name.c_str(), threads,
+                    rates.size(), rate, 1e9 / rate, one_rate == 0 ? 0.0 : rate / one_rate,
+                    one_rate == 0 ? 0.0 : *low / one_rate, one_rate == 0 ? 0.0 : *high / one_rate);
       }
     }
   }
 
  private:
-  std::map<std::string, std::map<int, double>> rates_;
+  static double median(std::vector<double> values) {
+    std::sort(values.begin(), values.end());
+    const std::size_t n = values.size();
+    return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+  }
+
+  std::map<std::string, std::map<int, std::vector<double>>> rates_;
 };
+
+/// Takes this program's flags out of argv (Google Benchmark rejects flags it does not know).
+/// Returns false, having said why, for a malformed one.
+bool take_workload_flags(int& argc, char** argv) {
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    std::size_t* into = nullptr;
+    std::string value;
+    for (auto [flag, field] : {std::pair{"--items_per_thread=", &workload.items_per_thread},
+                               std::pair{"--frame_items=", &workload.frame_items}}) {
+      if (arg.starts_with(flag)) {
+        into = field;
+        value = arg.substr(std::strlen(flag));
+      }
+    }
+    if (into == nullptr) {
+      argv[kept++] = argv[i];
+      continue;
+    }
+    std::size_t parsed = 0;
+    try {
+      // stoull would take "-1" as 2^64 - 1: only digits are a count.
+      if (!value.empty() && value[0] >= '0' && value[0] <= '9') *into = std::stoull(value, &parsed);
+    } catch (const std::exception&) {
+      parsed = 0;
+    }
+    if (parsed == 0 || parsed != value.size() || *into == 0) {
+      std::fprintf(stderr, "framestage_micro: %s wants a positive whole number\n", arg.c_str());
+      return false;
+    }
+  }
+  argc = kept;
+  if (workload.frame_items != 0 && workload.frame_items < kMaxThreads) {
+    std::fprintf(stderr, "framestage_micro: --frame_items must be at least %d (one per thread)\n",
+                 kMaxThreads);
+    return false;
+  }
+  return true;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (!take_workload_flags(argc, argv)) return 2;
   {
     auto made = framestage::make_default_backend();
     std::printf("framestage_micro: %s (%s)\n", made.backend->describe().c_str(),
