@@ -3,6 +3,7 @@
 #include <framestage/frame_arena.hpp>
 #include <framestage/stream_copy.hpp>
 
+#include "frame_state.hpp"
 #include "nvtx_range.hpp"
 
 #include <algorithm>
@@ -18,8 +19,6 @@
 namespace framestage {
 
 namespace {
-
-enum class Phase : int { between_frames, in_frame, failed };
 
 constexpr std::size_t kMaxBlocks = 1 + FrameArena::kMaxOverflowBlocks;
 
@@ -288,38 +287,6 @@ struct Broadcast::Impl {
     return cfg;
   }
 
-  // Runs a backend-facing step; a CUDA failure leaves the broadcast failed for good.
-  template <class F>
-  decltype(auto) guarded(F&& step) {
-    try {
-      return step();
-    } catch (const Error& e) {
-      if (e.category() == ErrorCategory::cuda) fail(e.message());
-      throw;
-    }
-  }
-
-  void fail(const std::string& message) {
-    std::lock_guard lock(failure_mutex);
-    if (failure.empty()) failure = message;
-    phase.store(Phase::failed, std::memory_order_release);
-  }
-
-  void expect_not_failed() const {
-    if (phase.load(std::memory_order_acquire) != Phase::failed) return;
-    std::lock_guard lock(failure_mutex);
-    throw Error(ErrorCategory::failed_state,
-                "the broadcast failed earlier and can no longer be used: " + failure);
-  }
-
-  // The hot path's only check: one acquire load in the common case.
-  void expect_in_frame(const char* call) const {
-    if (phase.load(std::memory_order_acquire) == Phase::in_frame) [[likely]]
-      return;
-    expect_not_failed();
-    FRAMESTAGE_FAIL(misuse, call, " outside a frame: call begin_frame first");
-  }
-
   Slot& current() { return slots[slot]; }
 
   // Gives devices 1..N-1 a mirror of each of the slot's first `blocks` arena blocks (kept while
@@ -413,9 +380,7 @@ struct Broadcast::Impl {
   std::vector<DeviceQueues> queues;
   std::vector<std::vector<detail::BroadcastTarget>> targets;  // per slot, what tickets point at
 
-  std::atomic<Phase> phase{Phase::between_frames};
-  mutable std::mutex failure_mutex;
-  std::string failure;
+  detail::FrameState state{"broadcast"};  // between frames, in one, or failed for good
   std::uint64_t frame = 0;
   std::uint32_t slot = 0;
   std::optional<std::uint32_t> unretired_slot;
@@ -438,13 +403,12 @@ Broadcast::~Broadcast() = default;
 void Broadcast::begin_frame() {
   const detail::NvtxRange range("framestage::Broadcast::begin_frame");
   Impl& m = *impl_;
-  m.expect_not_failed();
-  FRAMESTAGE_EXPECTS(m.phase.load(std::memory_order_relaxed) == Phase::between_frames, misuse,
-                     "begin_frame: frame ", m.frame, " is still open; call end_frame first");
+  m.state.expect_frame_open(false, "begin_frame: frame ", m.frame,
+                            " is still open; call end_frame first");
   const std::uint64_t next = m.frame + 1;
   const auto slot = static_cast<std::uint32_t>((next - 1) % m.slots.size());
   Slot& s = m.slots[slot];
-  m.guarded([&] {
+  m.state.guarded([&] {
     // The user has enqueued the last frame's kernels by now: mark where its readers end.
     if (m.unretired_slot) {
       for (std::size_t k = 0; k < m.devices.size(); ++k) {
@@ -467,12 +431,12 @@ void Broadcast::begin_frame() {
   m.frame = next;
   m.slot = slot;
   s.frame = next;
-  m.phase.store(Phase::in_frame, std::memory_order_release);
+  m.state.open();
 }
 
 std::byte* Broadcast::allocate_bytes(std::size_t count, std::size_t bytes, std::size_t alignment) {
   Impl& m = *impl_;
-  m.expect_in_frame("frame_alloc");
+  m.state.expect_in_frame("frame_alloc");
   FRAMESTAGE_EXPECTS(bytes > 0, misuse,
                      "frame_alloc: count must be > 0 and its bytes fit in size_t, got ", count);
   return m.current().arena->allocate(bytes, alignment).host;
@@ -480,7 +444,7 @@ std::byte* Broadcast::allocate_bytes(std::size_t count, std::size_t bytes, std::
 
 void Broadcast::stage_bytes(const void* ptr, std::size_t bytes, std::uint64_t frame) {
   Impl& m = *impl_;
-  m.expect_in_frame("stage_for_upload");
+  m.state.expect_in_frame("stage_for_upload");
   FRAMESTAGE_EXPECTS(frame == m.frame, misuse, "stage_for_upload: the span is from frame ", frame,
                      ", but frame ", m.frame, " is open");
   if (bytes == 0) return;
@@ -493,7 +457,7 @@ void Broadcast::stage_bytes(const void* ptr, std::size_t bytes, std::uint64_t fr
 void* Broadcast::device_address(const void* ptr, std::size_t bytes, std::uint64_t frame,
                                 std::size_t device) const {
   const Impl& m = *impl_;
-  m.expect_not_failed();
+  m.state.expect_not_failed();
   FRAMESTAGE_EXPECTS(device < m.devices.size(), misuse, "device_ptr: device index ", device,
                      " out of range: the broadcast has ", m.devices.size(), " devices");
   FRAMESTAGE_EXPECTS(frame >= 1 && frame <= m.frame, misuse, "device_ptr: the span is from frame ",
@@ -517,7 +481,7 @@ void* Broadcast::device_address(const void* ptr, std::size_t bytes, std::uint64_
 void Broadcast::upload_bytes(const std::uint64_t* targets, std::size_t count, const void* src,
                              std::size_t bytes) {
   Impl& m = *impl_;
-  m.expect_in_frame("upload");
+  m.state.expect_in_frame("upload");
   const std::size_t n = m.devices.size();
   FRAMESTAGE_EXPECTS(count == n, misuse, "upload: ", count, " destinations for a broadcast to ", n,
                      " devices; pass one per device");
@@ -562,9 +526,8 @@ void Broadcast::expect_replicated(std::size_t devices, std::size_t size, std::si
 BroadcastTicket Broadcast::end_frame() {
   const detail::NvtxRange range("framestage::Broadcast::end_frame");
   Impl& m = *impl_;
-  m.expect_not_failed();
-  FRAMESTAGE_EXPECTS(m.phase.load(std::memory_order_relaxed) == Phase::in_frame, misuse,
-                     "end_frame without begin_frame (last frame ", m.frame, " already ended)");
+  m.state.expect_frame_open(true, "end_frame without begin_frame (last frame ", m.frame,
+                            " already ended)");
   Slot& s = m.current();
   const std::size_t devices = m.devices.size();
   const std::size_t blocks = s.arena->block_count();
@@ -642,7 +605,7 @@ BroadcastTicket Broadcast::end_frame() {
   // Submission: per device, its copies on its slot stream, then its scatters on its consumer
   // stream. A backend failure here leaves the broadcast failed.
   std::size_t scatters = 0;
-  m.guarded([&] {
+  m.state.guarded([&] {
     const bool peer = m.route == BroadcastRoute::via_first_device;
     for (std::size_t k = 0; k < devices; ++k) {
       Backend& b = *m.devices[k];
@@ -701,15 +664,15 @@ BroadcastTicket Broadcast::end_frame() {
   f.arena_overflowed = s.arena->overflowed();
 
   m.unretired_slot = m.slot;
-  m.phase.store(Phase::between_frames, std::memory_order_release);
+  m.state.close();
   return BroadcastTicket(m.frame, m.slot, m.targets[m.slot]);
 }
 
 void Broadcast::synchronize() {
   const detail::NvtxRange range("framestage::Broadcast::synchronize");
   Impl& m = *impl_;
-  m.expect_not_failed();
-  m.guarded([&] { m.drain(); });
+  m.state.expect_not_failed();
+  m.state.guarded([&] { m.drain(); });
 }
 
 std::size_t Broadcast::devices() const noexcept {
@@ -733,10 +696,10 @@ std::uint64_t Broadcast::current_frame() const noexcept {
   return impl_->frame;
 }
 bool Broadcast::frame_open() const noexcept {
-  return impl_->phase.load(std::memory_order_acquire) == Phase::in_frame;
+  return impl_->state.in_frame();
 }
 bool Broadcast::failed() const noexcept {
-  return impl_->phase.load(std::memory_order_acquire) == Phase::failed;
+  return impl_->state.failed();
 }
 
 }  // namespace framestage

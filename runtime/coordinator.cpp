@@ -6,6 +6,7 @@
 #include <framestage/transfer_planner.hpp>
 #include <framestage/upload_arena.hpp>
 
+#include "frame_state.hpp"
 #include "nvtx_range.hpp"
 
 #include <array>
@@ -19,8 +20,6 @@
 namespace framestage {
 
 namespace {
-
-enum class Phase : int { between_frames, in_frame, failed };
 
 // The run a thread is extending, valid while `epoch` is its frame's (see StagedRanges).
 struct StagedRun {
@@ -183,50 +182,17 @@ struct Coordinator::Impl {
     return out;
   }
 
-  // Runs a backend-facing step; a CUDA failure leaves the coordinator failed for good.
-  template <class F>
-  decltype(auto) guarded(F&& step) {
-    try {
-      return step();
-    } catch (const Error& e) {
-      if (e.category() == ErrorCategory::cuda) fail(e.message());
-      throw;
-    }
-  }
-
-  void fail(const std::string& message) {
-    std::lock_guard lock(failure_mutex);
-    if (failure.empty()) failure = message;
-    phase.store(Phase::failed, std::memory_order_release);
-  }
-
-  // The hot path's only check: one acquire load in the common case.
-  void expect_in_frame(const char* call) const {
-    const Phase p = phase.load(std::memory_order_acquire);
-    if (p == Phase::in_frame) [[likely]]
-      return;
-    expect_not_failed();
-    FRAMESTAGE_FAIL(misuse, call, " outside a frame: call begin_frame first");
-  }
-
   // What reserve_upload and readback check: an open frame, a device address, and `count`
   // elements whose `bytes` (0 if they overflowed) fit one reservation.
   void expect_reservation(const char* call, const char* side, const void* device, std::size_t count,
                           std::size_t bytes) const {
-    expect_in_frame(call);
+    state.expect_in_frame(call);
     FRAMESTAGE_EXPECTS(device != nullptr, misuse, call, ": null ", side, " for ", count,
                        " elements");
     FRAMESTAGE_EXPECTS(bytes > 0 && bytes <= UploadArena::kMaxReservationBytes, misuse, call,
                        ": count must be > 0 and its bytes at most ",
                        UploadArena::kMaxReservationBytes, ", got ", count, " elements of ",
                        count == 0 ? 0 : bytes / count, " bytes");
-  }
-
-  void expect_not_failed() const {
-    if (phase.load(std::memory_order_acquire) != Phase::failed) return;
-    std::lock_guard lock(failure_mutex);
-    throw Error(ErrorCategory::failed_state,
-                "the coordinator failed earlier and can no longer be used: " + failure);
   }
 
   void refresh_slot_stats() {
@@ -252,10 +218,8 @@ struct Coordinator::Impl {
   TransferPlanner planner;
   Scheduler scheduler;
   std::unique_ptr<detail::ReadbackSlot[]> readback_slots;  // what Readback handles point at
-  std::atomic<Phase> phase{Phase::between_frames};
-  std::atomic<bool> large_uploads{false};  // an upload this frame reached the direct threshold
-  mutable std::mutex failure_mutex;
-  std::string failure;
+  detail::FrameState state{"coordinator"};  // between frames, in one, or failed for good
+  std::atomic<bool> large_uploads{false};   // an upload this frame reached the direct threshold
   std::uint64_t frame = 0;
   std::uint32_t slot = 0;
   std::optional<std::uint32_t> unretired_slot;
@@ -271,13 +235,12 @@ Coordinator::~Coordinator() = default;
 void Coordinator::begin_frame() {
   const NvtxRange range("framestage::begin_frame");
   Impl& m = *impl_;
-  m.expect_not_failed();
-  FRAMESTAGE_EXPECTS(m.phase.load(std::memory_order_relaxed) == Phase::between_frames, misuse,
-                     "begin_frame: frame ", m.frame, " is still open; call end_frame first");
+  m.state.expect_frame_open(false, "begin_frame: frame ", m.frame,
+                            " is still open; call end_frame first");
   const std::uint64_t next = m.frame + 1;
   const auto slot = static_cast<std::uint32_t>((next - 1) % m.slots.size());
   SlotArenas& s = m.slots[slot];
-  m.guarded([&] {
+  m.state.guarded([&] {
     // The user has enqueued the last frame's kernels by now: mark where its readers end.
     if (m.unretired_slot) {
       m.scheduler.retire(*m.unretired_slot);
@@ -300,13 +263,13 @@ void Coordinator::begin_frame() {
   // Readbacks of the frame this slot held are gone from here on.
   m.readback_slots[slot].holds.store(next, std::memory_order_release);
   m.frame_start_capacity = s.arena->capacity_bytes();
-  m.phase.store(Phase::in_frame, std::memory_order_release);
+  m.state.open();
 }
 
 std::byte* Coordinator::allocate_bytes(std::size_t count, std::size_t bytes,
                                        std::size_t alignment) {
   Impl& m = *impl_;
-  m.expect_in_frame("frame_alloc");
+  m.state.expect_in_frame("frame_alloc");
   FRAMESTAGE_EXPECTS(bytes > 0, misuse,
                      "frame_alloc: count must be > 0 and its bytes fit in size_t, got ", count);
   return m.current().arena->allocate(bytes, alignment).host;
@@ -314,7 +277,7 @@ std::byte* Coordinator::allocate_bytes(std::size_t count, std::size_t bytes,
 
 void Coordinator::stage_bytes(const void* ptr, std::size_t bytes, std::uint64_t frame) {
   Impl& m = *impl_;
-  m.expect_in_frame("stage_for_upload");
+  m.state.expect_in_frame("stage_for_upload");
   FRAMESTAGE_EXPECTS(frame == m.frame, misuse, "stage_for_upload: the span is from frame ", frame,
                      ", but frame ", m.frame, " is open");
   if (bytes == 0) return;
@@ -326,7 +289,7 @@ void Coordinator::stage_bytes(const void* ptr, std::size_t bytes, std::uint64_t 
 
 void* Coordinator::device_address(const void* ptr, std::size_t bytes, std::uint64_t frame) const {
   const Impl& m = *impl_;
-  m.expect_not_failed();
+  m.state.expect_not_failed();
   FRAMESTAGE_EXPECTS(frame >= 1 && frame <= m.frame, misuse, "device_ptr: the span is from frame ",
                      frame, ", but the newest frame is ", m.frame);
   const SlotArenas& s = m.slots[(frame - 1) % m.slots.size()];
@@ -340,7 +303,7 @@ void* Coordinator::device_address(const void* ptr, std::size_t bytes, std::uint6
 
 void Coordinator::upload_bytes(void* device_dst, const void* src, std::size_t bytes) {
   Impl& m = *impl_;
-  m.expect_in_frame("upload");
+  m.state.expect_in_frame("upload");
   FRAMESTAGE_EXPECTS(device_dst != nullptr, misuse, "upload: null destination for ", bytes,
                      " bytes");
   if (bytes == 0) return;
@@ -377,13 +340,12 @@ detail::ReadbackSlot* Coordinator::readback_slot() const noexcept {
 
 FrameTicket Coordinator::end_frame() {
   Impl& m = *impl_;
-  m.expect_not_failed();
-  FRAMESTAGE_EXPECTS(m.phase.load(std::memory_order_relaxed) == Phase::in_frame, misuse,
-                     "end_frame without begin_frame (last frame ", m.frame, " already ended)");
+  m.state.expect_frame_open(true, "end_frame without begin_frame (last frame ", m.frame,
+                            " already ended)");
   SlotArenas& s = m.current();
   std::size_t staged_calls = 0;
   const ReadbackPlan* readbacks = nullptr;
-  const TransferPlan& plan = m.guarded([&]() -> const TransferPlan& {
+  const TransferPlan& plan = m.state.guarded([&]() -> const TransferPlan& {
     const NvtxRange range("framestage::end_frame");
     staged_calls = m.staged.calls();
     s.uploads->pad_unused();
@@ -432,7 +394,7 @@ FrameTicket Coordinator::end_frame() {
   m.refresh_slot_stats();
 
   m.unretired_slot = m.slot;
-  m.phase.store(Phase::between_frames, std::memory_order_release);
+  m.state.close();
   return FrameTicket(m.backend, m.frame, m.slot, m.scheduler.consumer_stream(),
                      m.scheduler.ready_event(m.slot));
 }
@@ -440,16 +402,15 @@ FrameTicket Coordinator::end_frame() {
 void Coordinator::synchronize() {
   const NvtxRange range("framestage::synchronize");
   Impl& m = *impl_;
-  m.expect_not_failed();
-  m.guarded([&] { m.scheduler.synchronize(); });
+  m.state.expect_not_failed();
+  m.state.guarded([&] { m.scheduler.synchronize(); });
 }
 
 void Coordinator::set_consumer_stream(StreamView stream) {
   Impl& m = *impl_;
-  m.expect_not_failed();
-  FRAMESTAGE_EXPECTS(m.phase.load(std::memory_order_relaxed) == Phase::between_frames, misuse,
-                     "set_consumer_stream inside frame ", m.frame, ": call it between frames");
-  m.guarded([&] { m.scheduler.set_consumer_stream(stream); });
+  m.state.expect_frame_open(false, "set_consumer_stream inside frame ", m.frame,
+                            ": call it between frames");
+  m.state.guarded([&] { m.scheduler.set_consumer_stream(stream); });
 }
 
 StreamView Coordinator::consumer_stream() const noexcept {
@@ -468,10 +429,10 @@ std::uint64_t Coordinator::current_frame() const noexcept {
   return impl_->frame;
 }
 bool Coordinator::frame_open() const noexcept {
-  return impl_->phase.load(std::memory_order_acquire) == Phase::in_frame;
+  return impl_->state.in_frame();
 }
 bool Coordinator::failed() const noexcept {
-  return impl_->phase.load(std::memory_order_acquire) == Phase::failed;
+  return impl_->state.failed();
 }
 
 }  // namespace framestage
