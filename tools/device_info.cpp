@@ -22,13 +22,6 @@
 namespace framestage::tools {
 namespace {
 
-std::string read_first_line(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
-
 std::string host_cpu_model() {
   std::ifstream in("/proc/cpuinfo");
   for (std::string line; std::getline(in, line);) {
@@ -45,6 +38,14 @@ std::string host_cpu_model() {
 }
 
 #if FRAMESTAGE_HAS_CUDA
+// sysfs files (the PCIe link, the driver version) are read only where a device is.
+std::string read_first_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
 std::string cuda_version_text(int version) {
   return std::to_string(version / 1000) + "." + std::to_string(version % 1000 / 10);
 }
