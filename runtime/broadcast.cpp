@@ -3,6 +3,7 @@
 #include <framestage/frame_arena.hpp>
 #include <framestage/stream_copy.hpp>
 
+#include "frame_staging.hpp"
 #include "frame_state.hpp"
 #include "nvtx_range.hpp"
 
@@ -436,22 +437,13 @@ void Broadcast::begin_frame() {
 
 std::byte* Broadcast::allocate_bytes(std::size_t count, std::size_t bytes, std::size_t alignment) {
   Impl& m = *impl_;
-  m.state.expect_in_frame("frame_alloc");
-  FRAMESTAGE_EXPECTS(bytes > 0, misuse,
-                     "frame_alloc: count must be > 0 and its bytes fit in size_t, got ", count);
-  return m.current().arena->allocate(bytes, alignment).host;
+  return detail::frame_alloc_from(m.state, *m.current().arena, count, bytes, alignment);
 }
 
 void Broadcast::stage_bytes(const void* ptr, std::size_t bytes, std::uint64_t frame) {
   Impl& m = *impl_;
-  m.state.expect_in_frame("stage_for_upload");
-  FRAMESTAGE_EXPECTS(frame == m.frame, misuse, "stage_for_upload: the span is from frame ", frame,
-                     ", but frame ", m.frame, " is open");
-  if (bytes == 0) return;
-  const auto where = m.current().arena->locate(ptr, bytes);
-  FRAMESTAGE_EXPECTS(where.has_value(), misuse, "stage_for_upload: ", bytes, " bytes at ", ptr,
-                     " are not an allocation of frame ", m.frame, "'s arena");
-  m.staged.push({where->block, where->offset, bytes});
+  const auto where = detail::locate_staged(m.state, *m.current().arena, ptr, bytes, frame, m.frame);
+  if (where) m.staged.push({where->block, where->offset, bytes});
 }
 
 void* Broadcast::device_address(const void* ptr, std::size_t bytes, std::uint64_t frame,
@@ -460,22 +452,15 @@ void* Broadcast::device_address(const void* ptr, std::size_t bytes, std::uint64_
   m.state.expect_not_failed();
   FRAMESTAGE_EXPECTS(device < m.devices.size(), misuse, "device_ptr: device index ", device,
                      " out of range: the broadcast has ", m.devices.size(), " devices");
-  FRAMESTAGE_EXPECTS(frame >= 1 && frame <= m.frame, misuse, "device_ptr: the span is from frame ",
-                     frame, ", but the newest frame is ", m.frame);
-  const Slot& s = m.slots[(frame - 1) % m.slots.size()];
-  FRAMESTAGE_EXPECTS(s.frame == frame, misuse, "device_ptr: frame ", frame,
-                     " is stale: its slot now holds frame ", s.frame);
-  const auto where = s.arena->locate(ptr, bytes == 0 ? 1 : bytes);
-  FRAMESTAGE_EXPECTS(where.has_value(), misuse, "device_ptr: ", bytes, " bytes at ", ptr,
-                     " are not an allocation of frame ", frame, "'s arena");
-  const FrameArena::BlockView view = s.arena->block(where->block);
-  if (device == 0) return view.device + where->offset;
-  const Mirror& mirror = s.devices[device].mirrors[where->block];
+  const auto [s, where] = detail::locate_in_slot(m.state, m.slots, m.frame, ptr, bytes, frame);
+  const FrameArena::BlockView view = s.arena->block(where.block);
+  if (device == 0) return view.device + where.offset;
+  const Mirror& mirror = s.devices[device].mirrors[where.block];
   FRAMESTAGE_EXPECTS(mirror.host == view.host && mirror.device.bytes() >= view.capacity, misuse,
-                     "device_ptr: the span lies in overflow block ", where->block, " of frame ",
+                     "device_ptr: the span lies in overflow block ", where.block, " of frame ",
                      frame, "'s arena, whose mirror on device ", device,
                      " is made at end_frame; call device_ptr after end_frame");
-  return mirror.device.data() + where->offset;
+  return mirror.device.data() + where.offset;
 }
 
 void Broadcast::upload_bytes(const std::uint64_t* targets, std::size_t count, const void* src,
