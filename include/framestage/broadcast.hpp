@@ -12,7 +12,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -241,9 +240,7 @@ class Broadcast {
   template <class T>
   [[nodiscard]] FrameSpan<T> frame_alloc(std::size_t count) {
     static_assert(std::is_trivially_copyable_v<T>, "frame data is copied by DMA");
-    auto* p = allocate_bytes(
-        count, count <= std::numeric_limits<std::size_t>::max() / sizeof(T) ? count * sizeof(T) : 0,
-        alignof(T));
+    auto* p = allocate_bytes(count, detail::array_bytes<T>(count), alignof(T));
     return FrameSpan<T>({reinterpret_cast<T*>(p), count}, current_frame());
   }
 

@@ -18,6 +18,15 @@
 
 namespace framestage {
 
+namespace detail {
+/// Bytes of `count` elements of T, or 0 where that overflows size_t (the calls reject 0 bytes).
+/// sizeof(T) is a constant here, so the check costs no division.
+template <class T>
+[[nodiscard]] constexpr std::size_t array_bytes(std::size_t count) noexcept {
+  return count <= std::numeric_limits<std::size_t>::max() / sizeof(T) ? count * sizeof(T) : 0;
+}
+}  // namespace detail
+
 /// @brief Elements allocated in a frame's pinned arena, tagged with the frame they belong to.
 ///
 /// Write them on the host, then stage_for_upload() them; after end_frame() their device copy is
@@ -110,10 +119,7 @@ class Coordinator {
   template <class T>
   [[nodiscard]] FrameSpan<T> frame_alloc(std::size_t count) {
     static_assert(std::is_trivially_copyable_v<T>, "frame data is copied by DMA");
-    // sizeof(T) is a constant here, so the overflow check costs no division.
-    auto* p = allocate_bytes(
-        count, count <= std::numeric_limits<std::size_t>::max() / sizeof(T) ? count * sizeof(T) : 0,
-        alignof(T));
+    auto* p = allocate_bytes(count, detail::array_bytes<T>(count), alignof(T));
     return FrameSpan<T>({reinterpret_cast<T*>(p), count}, current_frame());
   }
 
@@ -154,9 +160,7 @@ class Coordinator {
   [[nodiscard]] FrameSpan<T> reserve_upload(T* device_dst, std::size_t count) {
     static_assert(std::is_trivially_copyable_v<T>, "uploads are copied by DMA");
     static_assert(alignof(T) <= kStagingGranule, "upload payloads are 16-byte aligned");
-    auto* p = reserve_upload_bytes(
-        device_dst, count,
-        count <= std::numeric_limits<std::size_t>::max() / sizeof(T) ? count * sizeof(T) : 0);
+    auto* p = reserve_upload_bytes(device_dst, count, detail::array_bytes<T>(count));
     return FrameSpan<T>({reinterpret_cast<T*>(p), count}, current_frame());
   }
 
@@ -172,9 +176,7 @@ class Coordinator {
   [[nodiscard]] Readback<T> readback(const T* device_src, std::size_t count) {
     static_assert(std::is_trivially_copyable_v<T>, "readbacks are copied by DMA");
     static_assert(alignof(T) <= kStagingGranule, "readback payloads are 16-byte aligned");
-    auto* host = readback_bytes(
-        device_src, count,
-        count <= std::numeric_limits<std::size_t>::max() / sizeof(T) ? count * sizeof(T) : 0);
+    auto* host = readback_bytes(device_src, count, detail::array_bytes<T>(count));
     return Readback<T>(readback_slot(), current_frame(), reinterpret_cast<const T*>(host), count);
   }
   template <class T>
