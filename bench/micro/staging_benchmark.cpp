@@ -13,8 +13,14 @@
 //   BM_ReserveUpload    reserve_upload + write in place
 //   BM_Readback         readback
 //   BM_CopyBaseline     the same bytes written to pinned memory with no coordinator (the floor)
+//   BM_CopyBaselineDma  the same bytes written into two pinned buffers in turn, each sent to the
+//                       device in one copy after its frame: the floor with a real frame's memory
+//                       traffic (what frame_alloc + stage_for_upload amounts to, as 2 slots)
 // After the runs a table gives items/s, ns per item and the scaling from 1 thread for each (the
-// median over --benchmark_repetitions, and the lowest and highest scaling among them).
+// median over --benchmark_repetitions, and the lowest and highest scaling among them), and how
+// busy the threads were: each thread's time in its calls over the phase's, averaged. Scaling
+// lost with busy near 1 is lost in the calls; with busy well below 1, to late starts or to one
+// slow thread.
 //
 // How much each thread issues (flags of this program, before Google Benchmark's own):
 //   --items_per_thread=N  every thread issues N items (default 32768): the frame grows with the
@@ -119,17 +125,24 @@ struct Shared {
     destination = DeviceBuffer<std::byte>(*backend, items * kItemBytes);
     baseline =
         framestage::MemoryBlock(*backend, framestage::MemoryKind::pinned, items * kItemBytes);
+    for (auto& frame : frames)
+      frame = framestage::MemoryBlock(*backend, framestage::MemoryKind::pinned, items * kItemBytes);
+    stream = framestage::Stream(*backend);
   }
 
   std::unique_ptr<framestage::Backend> backend;
   std::unique_ptr<Coordinator> coordinator;
   DeviceBuffer<std::byte> destination;
   framestage::MemoryBlock baseline;
+  std::array<framestage::MemoryBlock, 2> frames;  // BM_CopyBaselineDma's, used in turn
+  std::size_t frame_parity = 0;
+  framestage::Stream stream;
   std::barrier<> sync;
   SpinStart start;
   std::vector<Clock::time_point> started;
   std::vector<Clock::time_point> finished;
   double phase_seconds = 0;
+  double busy_sum = 0;  // over the iterations: mean thread busy time / phase time
 };
 
 std::unique_ptr<Shared> shared;
@@ -141,7 +154,7 @@ void teardown(const benchmark::State&) {
   shared.reset();
 }
 
-enum class Kind { frame_alloc_stage, upload, reserve_upload, readback, baseline };
+enum class Kind { frame_alloc_stage, upload, reserve_upload, readback, baseline, baseline_dma };
 
 template <Kind kKind>
 void issue_items(std::size_t first, std::size_t count) {
@@ -161,10 +174,31 @@ void issue_items(std::size_t first, std::size_t count) {
       std::memcpy(span.data(), item.data(), kItemBytes);
     } else if constexpr (kKind == Kind::readback) {
       benchmark::DoNotOptimize(c.readback<std::byte>(shared->destination.data() + at, kItemBytes));
-    } else {
+    } else if constexpr (kKind == Kind::baseline) {
       std::memcpy(shared->baseline.data() + at, item.data(), kItemBytes);
       benchmark::ClobberMemory();
+    } else {
+      std::memcpy(shared->frames[shared->frame_parity].data() + at, item.data(), kItemBytes);
+      benchmark::ClobberMemory();
     }
+  }
+}
+
+/// What thread 0 does between frames, after the timed phase.
+template <Kind kKind>
+void close_frame(Shared& s, std::size_t threads) {
+  if constexpr (kKind == Kind::baseline) {
+    return;
+  } else if constexpr (kKind == Kind::baseline_dma) {
+    std::size_t items = 0;
+    for (std::size_t t = 0; t < threads; ++t)
+      items += workload.share(t, threads).second;
+    s.backend->copy_async(s.destination.data(), s.frames[s.frame_parity].data(), items * kItemBytes,
+                          s.stream.view());
+    s.backend->synchronize(s.stream.view());
+    s.frame_parity ^= 1;
+  } else {
+    s.coordinator->end_frame().wait();
   }
 }
 
@@ -174,7 +208,9 @@ void staging(benchmark::State& state) {
   const auto [first, count] = workload.share(thread, static_cast<std::size_t>(state.threads()));
   Shared& s = *shared;
   for (auto _ : state) {
-    if (thread == 0 && kKind != Kind::baseline) s.coordinator->begin_frame();
+    if (thread == 0 && kKind != Kind::baseline && kKind != Kind::baseline_dma) {
+      s.coordinator->begin_frame();
+    }
     s.sync.arrive_and_wait();   // the frame is open
     s.start.arrive_and_wait();  // every thread running: go
     s.started[thread] = Clock::now();
@@ -185,12 +221,18 @@ void staging(benchmark::State& state) {
       const auto began = *std::min_element(s.started.begin(), s.started.end());
       const auto last = *std::max_element(s.finished.begin(), s.finished.end());
       s.phase_seconds = std::chrono::duration<double>(last - began).count();
-      if (kKind != Kind::baseline) s.coordinator->end_frame().wait();
+      double busy = 0;
+      for (std::size_t t = 0; t < s.started.size(); ++t)
+        busy += std::chrono::duration<double>(s.finished[t] - s.started[t]).count();
+      s.busy_sum += busy / static_cast<double>(s.started.size()) / s.phase_seconds;
+      close_frame<kKind>(s, static_cast<std::size_t>(state.threads()));
     }
     s.sync.arrive_and_wait();  // the frame is closed, and its phase time known
     state.SetIterationTime(s.phase_seconds);
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * count));
+  // Set by one thread only (Google Benchmark sums counters over the threads).
+  if (thread == 0) state.counters["busy"] = s.busy_sum / static_cast<double>(state.iterations());
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * count * kItemBytes));
 }
 
@@ -209,6 +251,9 @@ void BM_Readback(benchmark::State& state) {
 void BM_CopyBaseline(benchmark::State& state) {
   staging<Kind::baseline>(state);
 }
+void BM_CopyBaselineDma(benchmark::State& state) {
+  staging<Kind::baseline_dma>(state);
+}
 
 #define FRAMESTAGE_STAGING_BENCHMARK(fn) \
   BENCHMARK(fn)                          \
@@ -226,6 +271,7 @@ FRAMESTAGE_STAGING_BENCHMARK(BM_Upload);
 FRAMESTAGE_STAGING_BENCHMARK(BM_ReserveUpload);
 FRAMESTAGE_STAGING_BENCHMARK(BM_Readback);
 FRAMESTAGE_STAGING_BENCHMARK(BM_CopyBaseline);
+FRAMESTAGE_STAGING_BENCHMARK(BM_CopyBaselineDma);
 
 /// The console output, then a table of items/s per thread count and the scaling from 1 thread:
 /// medians over the repetitions, with the range of the scaling between repetitions.
@@ -236,9 +282,11 @@ class ScalingReporter : public benchmark::ConsoleReporter {
     for (const Run& run : runs) {
       if (run.error_occurred || run.run_type != Run::RT_Iteration) continue;
       const auto rate = run.counters.find("items_per_second");
-      if (rate == run.counters.end()) continue;
-      rates_[run.run_name.function_name][static_cast<int>(run.threads)].push_back(
-          rate->second.value);
+      const auto busy = run.counters.find("busy");
+      if (rate == run.counters.end() || busy == run.counters.end()) continue;
+      Samples& samples = samples_[run.run_name.function_name][static_cast<int>(run.threads)];
+      samples.rates.push_back(rate->second.value);
+      samples.busy.push_back(busy->second.value);
     }
   }
   void Finalize() override {
@@ -250,18 +298,23 @@ class ScalingReporter : public benchmark::ConsoleReporter {
       std::printf("\nscaling (%zu items of %zu B per thread per frame, ", workload.items_per_thread,
                   kItemBytes);
     }
-    std::printf("wall time of the phase; medians of the repetitions)\n");
-    std::printf("%-20s %8s %5s %14s %10s %9s %17s\n", "benchmark", "threads", "reps", "items/s",
-                "ns/item", "scaling", "range of scaling");
-    for (const auto& [name, by_threads] : rates_) {
+    std::printf(
+        "wall time of the phase; medians of the repetitions; busy: a thread's time in\n"
+        "its calls over the phase's, averaged: below 1, threads started late or waited "
+        "on the slowest)\n");
+    std::printf("%-20s %8s %5s %14s %10s %9s %17s %6s\n", "benchmark", "threads", "reps", "items/s",
+                "ns/item", "scaling", "range of scaling", "busy");
+    for (const auto& [name, by_threads] : samples_) {
       const auto one = by_threads.find(1);
-      const double one_rate = one == by_threads.end() ? 0.0 : median(one->second);
-      for (const auto& [threads, rates] : by_threads) {
+      const double one_rate = one == by_threads.end() ? 0.0 : median(one->second.rates);
+      for (const auto& [threads, samples] : by_threads) {
+        const std::vector<double>& rates = samples.rates;
         const double rate = median(rates);
         const auto [low, high] = std::minmax_element(rates.begin(), rates.end());
-        std::printf("%-20s %8d %5zu %14.4g %10.2f %8.2fx %7.2fx - %5.2fx\n", name.c_str(), threads,
-                    rates.size(), rate, 1e9 / rate, one_rate == 0 ? 0.0 : rate / one_rate,
-                    one_rate == 0 ? 0.0 : *low / one_rate, one_rate == 0 ? 0.0 : *high / one_rate);
+        std::printf("%-20s %8d %5zu %14.4g %10.2f %8.2fx %7.2fx - %5.2fx %6.2f\n", name.c_str(),
+                    threads, rates.size(), rate, 1e9 / rate, one_rate == 0 ? 0.0 : rate / one_rate,
+                    one_rate == 0 ? 0.0 : *low / one_rate, one_rate == 0 ? 0.0 : *high / one_rate,
+                    median(samples.busy));
       }
     }
   }
@@ -273,7 +326,11 @@ class ScalingReporter : public benchmark::ConsoleReporter {
     return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
   }
 
-  std::map<std::string, std::map<int, std::vector<double>>> rates_;
+  struct Samples {
+    std::vector<double> rates;  // items/s of each repetition
+    std::vector<double> busy;
+  };
+  std::map<std::string, std::map<int, Samples>> samples_;
 };
 
 /// Takes this program's flags out of argv (Google Benchmark rejects flags it does not know).
