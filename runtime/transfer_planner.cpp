@@ -108,9 +108,9 @@ void TransferPlanner::start(const PlannerInput& input) {
   plan_.staged_ranges = input.staged.size();
 }
 
-// Do destinations ascend without overlap in issue order, and is any upload large enough for a
-// copy of its own? The reservations usually proved it already; otherwise one pass over the
-// descriptors, written without branches on the data.
+// Can no two destinations overlap (so their order cannot matter), and is any upload large enough
+// for a copy of its own? The reservations usually proved it already; otherwise one pass over the
+// descriptors, written without branches on the data, checks that they ascend in issue order.
 TransferPlanner::Scan TransferPlanner::scan(const UploadArena& uploads, const BlockViews& blocks,
                                             std::size_t count) {
   if (const auto proven = uploads.proven_order()) {
@@ -158,7 +158,7 @@ const TransferPlan& TransferPlanner::finish_early(const PlannerInput& input) {
   BlockViews blocks{};
   blocks[0] = input.uploads->block(0);
   const Scan found = scan(*input.uploads, blocks, 1);
-  if (!found.ascending) resolve_overlaps(input, blocks, 1);
+  if (!found.disjoint) resolve_overlaps(input, blocks, 1);
   if (found.any_large) add_direct_copies(blocks, 1, false);  // only if the hint was wrong
   if (plan_.superseded_uploads + plan_.merged_overlaps > 0 || found.any_large) {
     // The copy already enqueued may have carried the table before it was rewritten.
@@ -178,9 +178,9 @@ const TransferPlan& TransferPlanner::plan(const PlannerInput& input) {
   const std::size_t block_count = input.uploads->block_count();
   for (std::size_t b = 0; b < block_count; ++b)
     blocks[b] = input.uploads->block(b);
-  const auto [ascending, any_large] = scan(*input.uploads, blocks, block_count);
+  const auto [disjoint, any_large] = scan(*input.uploads, blocks, block_count);
 
-  if (!ascending) resolve_overlaps(input, blocks, block_count);
+  if (!disjoint) resolve_overlaps(input, blocks, block_count);
   const bool all_direct = config_.strategy == UploadStrategy::direct;
   if (all_direct || any_large) add_direct_copies(blocks, block_count, all_direct);
 

@@ -129,12 +129,16 @@ bool UploadArena::claim(detail::UploadChunk& chunk, std::uint64_t target, std::u
         if (chunk.active) {
           abandon(chunk);
           end_run(chunk);
+          chunk.turned_back |= target < chunk.run.end;
+        } else {
+          chunk.first_target = target;
         }
         chunk.active = true;
         chunk.next = count;
         chunk.next_granule = used;
-        chunk.run = {count, count, target, target, 0, 0};
+        chunk.run = {count, count, target, target};
       }
+      chunk.claimed += descriptors;
       chunk.end = count + descriptors;
       chunk.end_granule = used + payload;
       return true;
@@ -239,37 +243,58 @@ const detail::UploadChunk* UploadArena::last_chunk(std::uint64_t head) const {
 
 std::optional<UploadArena::ProvenOrder> UploadArena::proven_order() const {
   if (unproven_.load(std::memory_order_relaxed) || overflowed()) return std::nullopt;
-  // The runs that ended, then each thread's current one, which ends where its chunk does.
+  const std::uint64_t claimed_by_all =
+      (head_.load(std::memory_order_relaxed) & ~kSealed) >> kCountShift;
+  // The runs that ended, then each thread's current one, which ends where its chunk does; and
+  // each thread's range over the frame.
   std::vector<detail::UploadRun>& runs = proven_runs_;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges = proven_ranges_;
   runs.clear();
+  ranges.clear();
+  bool by_runs = true;
+  bool by_ranges = true;
+  std::uint64_t claimed = 0;
+  ProvenOrder order{0, 0};
   const std::size_t chunks = std::min(chunk_count_.load(std::memory_order_relaxed), kMaxChunks);
   for (std::size_t i = 0; i < chunks; ++i) {
     const detail::UploadChunk& c = chunks_[i];
     if (!c.active) continue;
-    if (c.stepped_back || c.too_many_runs) return std::nullopt;
-    runs.insert(runs.end(), c.ended.begin(), c.ended.begin() + c.ended_count);
-    runs.push_back(c.run);
-    runs.back().next = c.end;
+    if (c.stepped_back) return std::nullopt;
+    order.bytes += c.bytes;
+    order.largest = std::max(order.largest, c.largest);
+    claimed += c.claimed;
+    by_runs &= !c.too_many_runs;
+    if (by_runs) {
+      runs.insert(runs.end(), c.ended.begin(), c.ended.begin() + c.ended_count);
+      runs.push_back(c.run);
+      runs.back().next = c.end;
+    }
+    by_ranges &= !c.turned_back;
+    if (by_ranges) ranges.emplace_back(c.first_target, c.run.end);
   }
-  const std::size_t n = runs.size();
+  // Every descriptor claimed is some thread's: none was reserved outside a chunk.
+  if (claimed != claimed_by_all) return std::nullopt;
+
+  if (by_ranges) {
+    std::sort(ranges.begin(), ranges.end());
+    bool disjoint = true;
+    for (std::size_t i = 1; i < ranges.size(); ++i)
+      disjoint &= ranges[i].first >= ranges[i - 1].second;
+    if (disjoint) return order;
+  }
+  if (!by_runs) return std::nullopt;
   std::sort(runs.begin(), runs.end(), [](const detail::UploadRun& a, const detail::UploadRun& b) {
     return a.first < b.first;
   });
-  ProvenOrder order{0, 0};
   std::uint64_t next = 0;
   std::uint64_t end = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const detail::UploadRun& r = runs[i];
+  for (const detail::UploadRun& r : runs) {
     if (r.first != next || r.first_target < end) return std::nullopt;
     next = r.next;
     end = r.end;
-    order.bytes += r.bytes;
-    order.largest = std::max(order.largest, r.largest);
   }
   // Runs end where their chunks do, so together they cover every descriptor claimed.
-  if (next != (head_.load(std::memory_order_relaxed) & ~kSealed) >> kCountShift) {
-    return std::nullopt;
-  }
+  if (next != claimed_by_all) return std::nullopt;
   return order;
 }
 

@@ -112,7 +112,7 @@ TEST_F(UploadArenaOrderTest, AThreadComingBackFillsItsOwnChunkFirst) {
   reserve(a, kBase, 16);
   on_other_thread([&] { reserve(a, kBase + 64, 16); });
   reserve(a, kBase + 128, 16);
-  EXPECT_FALSE(a.proven_order().has_value()) << "kBase + 128 is issued before kBase + 64";
+  EXPECT_FALSE(a.proven_order().has_value()) << "kBase + 64 lies within the other thread's range";
   a.pad_unused();
   const UploadArena::BlockView v = a.block(0);
   const auto issued = [&](std::size_t i) { return v.table()[v.descriptors - 1 - i]; };
@@ -163,10 +163,81 @@ TEST_F(UploadArenaOrderTest, ExactReservationsTakingTurnsAreProvenWhileTheyAscen
   take_turns(c, UploadArena::kMaxRunsPerThread + 2, true);
   EXPECT_FALSE(c.proven_order().has_value()) << "more runs of one thread than tracked";
 }
-TEST_F(UploadArenaOrderTest, ThreadsTakingTurnsOutOfAddressOrderAreNotProven) {
+// Issue order does not matter where nothing overlaps: each thread's range is its own.
+TEST_F(UploadArenaOrderTest, ThreadsTakingTurnsOutOfAddressOrderAreProvenByTheirRanges) {
   UploadArena a = make();
   sweep(a, kBase + 100 * 64, 100, 32, 64);
   on_other_thread([&] { sweep(a, kBase, 100, 32, 64); });  // later in issue order, lower targets
+  const auto order = a.proven_order();
+  ASSERT_TRUE(order.has_value());
+  EXPECT_EQ(order->bytes, 200u * 32);
+}
+
+// Threads that each sweep a region of their own, their chunks interleaving many times over (far
+// more runs each than tracked): proven by ranges, with exact totals.
+TEST_F(UploadArenaOrderTest, ThreadsSweepingOwnRegionsWithInterleavedChunksAreProven) {
+  constexpr unsigned kThreads = 4;
+  constexpr std::size_t kPerThread = 20 * UploadArena::kChunkDescriptors;
+  UploadArena a = make(OverflowPolicy::fail, kThreads * kPerThread * 64, kThreads * kPerThread);
+  std::barrier sync(kThreads);
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (std::size_t i = 0; i < kPerThread; ++i) {
+        reserve(a, kBase + (t * kPerThread + i) * 64, 1 + (i + t) % 64);
+        // Every thread claims a chunk before any claims its next: the chunks interleave.
+        if (i % UploadArena::kChunkDescriptors == UploadArena::kChunkDescriptors - 1) {
+          sync.arrive_and_wait();
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads)
+    t.join();
+  std::size_t bytes = 0;
+  for (unsigned t = 0; t < kThreads; ++t) {
+    for (std::size_t i = 0; i < kPerThread; ++i)
+      bytes += 1 + (i + t) % 64;
+  }
+  const auto order = a.proven_order();
+  ASSERT_TRUE(order.has_value());
+  EXPECT_EQ(order->bytes, bytes);
+  EXPECT_EQ(order->largest, 64u);
+}
+
+// The ranges prove nothing when they interleave, even if no byte is written twice, and never
+// when a byte is: the planner must then look at the descriptors.
+TEST_F(UploadArenaOrderTest, RangesThatInterleaveOrOverlapAreNotProven) {
+  const auto two_threads = [&](UploadArena& a, std::uint64_t other_first, std::size_t stride) {
+    std::barrier sync(2);
+    const auto sweep_in_turns = [&](std::uint64_t first) {
+      for (std::size_t i = 0; i < 8 * UploadArena::kChunkDescriptors; ++i) {
+        reserve(a, first + i * stride, 32);
+        if (i % UploadArena::kChunkDescriptors == UploadArena::kChunkDescriptors - 1) {
+          sync.arrive_and_wait();
+        }
+      }
+    };
+    std::thread other([&] { sweep_in_turns(other_first); });
+    sweep_in_turns(kBase);
+    other.join();
+  };
+  UploadArena interleaved = make();
+  two_threads(interleaved, kBase + 32, 64);  // odd and even 32-byte slots: no overlap
+  EXPECT_FALSE(interleaved.proven_order().has_value());
+
+  UploadArena overlapping = make();
+  // The other thread starts inside the test thread's range, one byte into its last upload.
+  two_threads(overlapping, kBase + (8 * UploadArena::kChunkDescriptors - 1) * 32 + 31, 32);
+  EXPECT_FALSE(overlapping.proven_order().has_value());
+}
+
+// A thread whose next chunk starts below where its last one ended has no range of its own.
+TEST_F(UploadArenaOrderTest, AThreadTurningBackBetweenChunksIsNotProven) {
+  UploadArena a = make();
+  sweep(a, kBase + 64 * 64, UploadArena::kChunkDescriptors, 16, 16);
+  on_other_thread([&] { sweep(a, kBase + 1024 * 64, 10, 16, 64); });
+  sweep(a, kBase, 10, 16, 16);  // a new chunk, below the first: no overlap, but turned back
   EXPECT_FALSE(a.proven_order().has_value());
 }
 

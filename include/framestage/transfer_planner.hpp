@@ -122,10 +122,10 @@ struct PlannerInput {
 /// place (zero-copy) when their total is at most `zero_copy_max_bytes`. Staged ranges are merged
 /// into copies wherever they touch, overlap or lie closer than `merge_gap_bytes`.
 ///
-/// Cost: nothing per descriptor when the upload arena proves that destinations ascend in issue
-/// order (UploadArena::proven_order); one pass over the descriptors when they ascend otherwise;
-/// a sort of them when they do not. Dropped descriptors stay in the table with 0 bytes, so nothing
-/// is moved.
+/// Cost: nothing per descriptor when the upload arena proves that no destinations overlap
+/// (UploadArena::proven_order); one pass over the descriptors when they ascend in issue order
+/// otherwise; a sort of them when they do not. Dropped descriptors stay in the table with 0 bytes,
+/// so nothing is moved.
 ///
 /// **Thread safety:** one frame at a time, on the owner thread, with no allocation in flight.
 class TransferPlanner {
@@ -167,7 +167,7 @@ class TransferPlanner {
   };
   using BlockViews = std::array<UploadArena::BlockView, UploadArena::kMaxOverflowBlocks + 1>;
   struct Scan {
-    bool ascending;
+    bool disjoint;  // no two destinations overlap: their order cannot matter
     bool any_large;
   };
   Scan scan(const UploadArena& uploads, const BlockViews& blocks, std::size_t count);

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace framestage {
@@ -27,8 +28,6 @@ struct UploadRun {
   std::uint64_t next = 0;
   std::uint64_t first_target = 0;
   std::uint64_t end = 0;
-  std::size_t bytes = 0;
-  std::size_t largest = 0;
 };
 
 /// Runs a thread keeps per frame besides its current one; more make the frame unproven.
@@ -37,8 +36,9 @@ inline constexpr std::size_t kUploadRunsPerThread = 4;
 /// One thread's share of an upload arena's main block in one frame: descriptors [next, end) and
 /// payload granules [next_granule, end_granule) are its own to hand out without atomics. `run`
 /// is the run it extends (run.next is unused: the run ends where the chunk does); `ended` the
-/// ones it left when its chunks stopped following each other. Only its thread writes it, so
-/// nothing on the path of a reservation is shared between threads.
+/// ones it left when its chunks stopped following each other. Over the whole frame, its
+/// reservations span targets [first_target, run.end) when none turned back. Only its thread
+/// writes it, so nothing on the path of a reservation is shared between threads.
 struct alignas(64) UploadChunk {
   std::uint64_t next = 0;
   std::uint64_t end = 0;
@@ -47,8 +47,13 @@ struct alignas(64) UploadChunk {
   UploadRun run;
   std::uint64_t reservations = 0;  // this frame, to size the next chunk
   std::uint64_t granules = 0;
-  bool active = false;        // has claimed a chunk this frame
-  bool stepped_back = false;  // a target below the end of the one before it
+  std::size_t bytes = 0;  // this frame: reserved bytes, unrounded, and the largest reservation
+  std::size_t largest = 0;
+  std::uint64_t first_target = 0;  // this frame's first
+  std::uint64_t claimed = 0;       // descriptors claimed this frame, used or not
+  bool active = false;             // has claimed a chunk this frame
+  bool stepped_back = false;       // a target below the end of the one before it, within a run
+  bool turned_back = false;        // a run that began below the end of the one before it
   bool too_many_runs = false;
   std::uint32_t ended_count = 0;
   std::array<UploadRun, kUploadRunsPerThread> ended{};
@@ -172,13 +177,17 @@ class UploadArena {
     std::size_t bytes;    ///< reserved bytes, unrounded
     std::size_t largest;  ///< the largest reservation
   };
-  /// @brief Returns the main block's totals if its destinations are known to ascend without
-  /// overlap in issue order. Each thread's consecutive chunks form a run (a thread sweeping a
-  /// state array makes one); the frame is proven when every run's targets ascend and the runs,
-  /// in issue order, follow one another in address order too. std::nullopt when that does not
-  /// hold or is not known: targets stepped back, a thread with more than kMaxRunsPerThread + 1
-  /// runs (threads whose chunks interleave), or overflow blocks in use. Owner thread, after the
-  /// frame's reservations.
+  /// @brief Returns the main block's totals if its destinations are known not to overlap, so
+  /// that the order the copies run in cannot matter. Either proves it:
+  /// - by ranges: each thread's targets ascend over the whole frame, and the threads' ranges
+  ///   (first target to last end) are disjoint: threads that each sweep a region of their own,
+  ///   however their chunks interleave;
+  /// - by runs: each thread's consecutive chunks form a run whose targets ascend, and the runs,
+  ///   in issue order, follow one another in address order too: threads taking turns in address
+  ///   order, up to kMaxRunsPerThread + 1 runs each.
+  /// std::nullopt when neither holds or is known: targets that step back within a run, ranges
+  /// that interleave with more runs than tracked, more threads than chunks, or overflow blocks
+  /// in use. Owner thread, after the frame's reservations.
   [[nodiscard]] std::optional<ProvenOrder> proven_order() const;
   /// Runs of reservations the arena keeps track of per thread and frame, besides its current one.
   static constexpr std::size_t kMaxRunsPerThread = detail::kUploadRunsPerThread;
@@ -246,8 +255,8 @@ class UploadArena {
     detail::UploadRun& run = chunk.run;
     chunk.stepped_back |= target < run.end;
     run.end = target + bytes;
-    run.bytes += bytes;
-    run.largest = bytes > run.largest ? bytes : run.largest;
+    chunk.bytes += bytes;
+    chunk.largest = bytes > chunk.largest ? bytes : chunk.largest;
     ++chunk.reservations;
     chunk.granules += granules;
     const std::uint64_t granule = chunk.next_granule;
@@ -286,6 +295,7 @@ class UploadArena {
   std::atomic<std::uint64_t> abandoned_granules_{0};  // and their payload
   std::atomic<bool> unproven_{false};                 // a reservation without a chunk
   mutable std::vector<detail::UploadRun> proven_runs_;  // proven_order()'s scratch space
+  mutable std::vector<std::pair<std::uint64_t, std::uint64_t>> proven_ranges_;  // and this
 };
 
 }  // namespace framestage
