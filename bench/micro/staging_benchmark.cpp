@@ -142,14 +142,12 @@ struct Shared {
   std::vector<Clock::time_point> started;
   std::vector<Clock::time_point> finished;
   double phase_seconds = 0;
-  double busy_sum = 0;  // over the iterations: mean thread busy time / phase time
+  double busy_sum = 0;           // over the iterations: mean thread busy time / phase time
+  double end_frame_seconds = 0;  // over the iterations: the end_frame() calls
 };
 
 std::unique_ptr<Shared> shared;
 
-void setup(const benchmark::State& state) {
-  shared = std::make_unique<Shared>(state.threads());
-}
 void teardown(const benchmark::State&) {
   shared.reset();
 }
@@ -198,8 +196,29 @@ void close_frame(Shared& s, std::size_t threads) {
     s.backend->synchronize(s.stream.view());
     s.frame_parity ^= 1;
   } else {
-    s.coordinator->end_frame().wait();
+    const auto began = Clock::now();
+    const framestage::FrameTicket ticket = s.coordinator->end_frame();
+    s.end_frame_seconds += std::chrono::duration<double>(Clock::now() - began).count();
+    ticket.wait();
   }
+}
+
+/// Makes the run's coordinator and buffers, then fills and closes one frame per slot from this
+/// thread, so that the timed frames find every page already touched (the host backend's memory
+/// is faulted in on first use) and every arena at its steady size.
+template <Kind kKind>
+void setup(const benchmark::State& state) {
+  shared = std::make_unique<Shared>(state.threads());
+  const auto threads = static_cast<std::size_t>(state.threads());
+  std::size_t items = 0;
+  for (std::size_t t = 0; t < threads; ++t)
+    items += workload.share(t, threads).second;
+  for (int frame = 0; frame < 2; ++frame) {
+    if (kKind != Kind::baseline && kKind != Kind::baseline_dma) shared->coordinator->begin_frame();
+    issue_items<kKind>(0, items);
+    close_frame<kKind>(*shared, threads);
+  }
+  shared->end_frame_seconds = 0;
 }
 
 template <Kind kKind>
@@ -232,7 +251,15 @@ void staging(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * count));
   // Set by one thread only (Google Benchmark sums counters over the threads).
-  if (thread == 0) state.counters["busy"] = s.busy_sum / static_cast<double>(state.iterations());
+  if (thread == 0) {
+    const auto frames = static_cast<double>(state.iterations());
+    std::size_t items = 0;
+    for (std::size_t t = 0; t < s.started.size(); ++t)
+      items += workload.share(t, s.started.size()).second;
+    state.counters["busy"] = s.busy_sum / frames;
+    state.counters["end_frame_ns"] =
+        s.end_frame_seconds * 1e9 / frames / static_cast<double>(items);
+  }
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * count * kItemBytes));
 }
 
@@ -255,23 +282,23 @@ void BM_CopyBaselineDma(benchmark::State& state) {
   staging<Kind::baseline_dma>(state);
 }
 
-#define FRAMESTAGE_STAGING_BENCHMARK(fn) \
-  BENCHMARK(fn)                          \
-      ->Setup(setup)                     \
-      ->Teardown(teardown)               \
-      ->UseManualTime()                  \
-      ->Threads(1)                       \
-      ->Threads(2)                       \
-      ->Threads(4)                       \
-      ->Threads(8)                       \
+#define FRAMESTAGE_STAGING_BENCHMARK(fn, kind) \
+  BENCHMARK(fn)                                \
+      ->Setup(setup<kind>)                     \
+      ->Teardown(teardown)                     \
+      ->UseManualTime()                        \
+      ->Threads(1)                             \
+      ->Threads(2)                             \
+      ->Threads(4)                             \
+      ->Threads(8)                             \
       ->Threads(16)
 
-FRAMESTAGE_STAGING_BENCHMARK(BM_FrameAllocStage);
-FRAMESTAGE_STAGING_BENCHMARK(BM_Upload);
-FRAMESTAGE_STAGING_BENCHMARK(BM_ReserveUpload);
-FRAMESTAGE_STAGING_BENCHMARK(BM_Readback);
-FRAMESTAGE_STAGING_BENCHMARK(BM_CopyBaseline);
-FRAMESTAGE_STAGING_BENCHMARK(BM_CopyBaselineDma);
+FRAMESTAGE_STAGING_BENCHMARK(BM_FrameAllocStage, Kind::frame_alloc_stage);
+FRAMESTAGE_STAGING_BENCHMARK(BM_Upload, Kind::upload);
+FRAMESTAGE_STAGING_BENCHMARK(BM_ReserveUpload, Kind::reserve_upload);
+FRAMESTAGE_STAGING_BENCHMARK(BM_Readback, Kind::readback);
+FRAMESTAGE_STAGING_BENCHMARK(BM_CopyBaseline, Kind::baseline);
+FRAMESTAGE_STAGING_BENCHMARK(BM_CopyBaselineDma, Kind::baseline_dma);
 
 /// The console output, then a table of items/s per thread count and the scaling from 1 thread:
 /// medians over the repetitions, with the range of the scaling between repetitions.
@@ -283,10 +310,15 @@ class ScalingReporter : public benchmark::ConsoleReporter {
       if (run.error_occurred || run.run_type != Run::RT_Iteration) continue;
       const auto rate = run.counters.find("items_per_second");
       const auto busy = run.counters.find("busy");
-      if (rate == run.counters.end() || busy == run.counters.end()) continue;
+      const auto end_frame = run.counters.find("end_frame_ns");
+      if (rate == run.counters.end() || busy == run.counters.end() ||
+          end_frame == run.counters.end()) {
+        continue;
+      }
       Samples& samples = samples_[run.run_name.function_name][static_cast<int>(run.threads)];
       samples.rates.push_back(rate->second.value);
       samples.busy.push_back(busy->second.value);
+      samples.end_frame.push_back(end_frame->second.value);
     }
   }
   void Finalize() override {
@@ -299,22 +331,22 @@ class ScalingReporter : public benchmark::ConsoleReporter {
                   kItemBytes);
     }
     std::printf(
-        "wall time of the phase; medians of the repetitions; busy: a thread's time in\n"
-        "its calls over the phase's, averaged: below 1, threads started late or waited "
-        "on the slowest)\n");
-    std::printf("%-20s %8s %5s %14s %10s %9s %17s %6s\n", "benchmark", "threads", "reps", "items/s",
-                "ns/item", "scaling", "range of scaling", "busy");
+        "wall time of the phase; medians of the repetitions; busy: a thread's time in its calls\n"
+        "over the phase's, averaged: below 1, threads started late or waited on the slowest;\n"
+        "end_frame: ns per item of the owner's end_frame() call, which follows the phase)\n");
+    std::printf("%-20s %8s %5s %14s %10s %9s %17s %6s %9s\n", "benchmark", "threads", "reps",
+                "items/s", "ns/item", "scaling", "range of scaling", "busy", "end_frame");
     for (const auto& [name, by_threads] : samples_) {
       const auto one = by_threads.find(1);
       const double one_rate = one == by_threads.end() ? 0.0 : median(one->second.rates);
+      const auto ratio = [one_rate](double rate) { return one_rate == 0 ? 0.0 : rate / one_rate; };
       for (const auto& [threads, samples] : by_threads) {
         const std::vector<double>& rates = samples.rates;
         const double rate = median(rates);
         const auto [low, high] = std::minmax_element(rates.begin(), rates.end());
-        std::printf("%-20s %8d %5zu %14.4g %10.2f %8.2fx %7.2fx - %5.2fx %6.2f\n", name.c_str(),
-                    threads, rates.size(), rate, 1e9 / rate, one_rate == 0 ? 0.0 : rate / one_rate,
-                    one_rate == 0 ? 0.0 : *low / one_rate, one_rate == 0 ? 0.0 : *high / one_rate,
-                    median(samples.busy));
+        std::printf("%-20s %8d %5zu %14.4g %10.2f %8.2fx %7.2fx - %5.2fx %6.2f %9.2f\n",
+                    name.c_str(), threads, rates.size(), rate, 1e9 / rate, ratio(rate), ratio(*low),
+                    ratio(*high), median(samples.busy), median(samples.end_frame));
       }
     }
   }
@@ -329,6 +361,7 @@ class ScalingReporter : public benchmark::ConsoleReporter {
   struct Samples {
     std::vector<double> rates;  // items/s of each repetition
     std::vector<double> busy;
+    std::vector<double> end_frame;  // ns per item of the owner's end_frame() call
   };
   std::map<std::string, std::map<int, Samples>> samples_;
 };
