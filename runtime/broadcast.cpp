@@ -404,8 +404,8 @@ Broadcast::~Broadcast() = default;
 void Broadcast::begin_frame() {
   const detail::NvtxRange range("framestage::Broadcast::begin_frame");
   Impl& m = *impl_;
-  m.state.expect_frame_open(false, "begin_frame: frame ", m.frame,
-                            " is still open; call end_frame first");
+  m.state.expect_between_frames("begin_frame: frame ", m.frame,
+                                " is still open; call end_frame first");
   const std::uint64_t next = m.frame + 1;
   const auto slot = static_cast<std::uint32_t>((next - 1) % m.slots.size());
   Slot& s = m.slots[slot];
@@ -511,7 +511,7 @@ void Broadcast::expect_replicated(std::size_t devices, std::size_t size, std::si
 BroadcastTicket Broadcast::end_frame() {
   const detail::NvtxRange range("framestage::Broadcast::end_frame");
   Impl& m = *impl_;
-  m.state.expect_frame_open(true, "end_frame without begin_frame (last frame ", m.frame,
+  m.state.expect_frame_open("end_frame without begin_frame (last frame ", m.frame,
                             " already ended)");
   Slot& s = m.current();
   const std::size_t devices = m.devices.size();

@@ -236,8 +236,8 @@ Coordinator::~Coordinator() = default;
 void Coordinator::begin_frame() {
   const NvtxRange range("framestage::begin_frame");
   Impl& m = *impl_;
-  m.state.expect_frame_open(false, "begin_frame: frame ", m.frame,
-                            " is still open; call end_frame first");
+  m.state.expect_between_frames("begin_frame: frame ", m.frame,
+                                " is still open; call end_frame first");
   const std::uint64_t next = m.frame + 1;
   const auto slot = static_cast<std::uint32_t>((next - 1) % m.slots.size());
   SlotArenas& s = m.slots[slot];
@@ -324,7 +324,7 @@ detail::ReadbackSlot* Coordinator::readback_slot() const noexcept {
 
 FrameTicket Coordinator::end_frame() {
   Impl& m = *impl_;
-  m.state.expect_frame_open(true, "end_frame without begin_frame (last frame ", m.frame,
+  m.state.expect_frame_open("end_frame without begin_frame (last frame ", m.frame,
                             " already ended)");
   SlotArenas& s = m.current();
   std::size_t staged_calls = 0;
@@ -392,8 +392,8 @@ void Coordinator::synchronize() {
 
 void Coordinator::set_consumer_stream(StreamView stream) {
   Impl& m = *impl_;
-  m.state.expect_frame_open(false, "set_consumer_stream inside frame ", m.frame,
-                            ": call it between frames");
+  m.state.expect_between_frames("set_consumer_stream inside frame ", m.frame,
+                                ": call it between frames");
   m.state.guarded([&] { m.scheduler.set_consumer_stream(stream); });
 }
 

@@ -53,14 +53,19 @@ class FrameState {
     FRAMESTAGE_FAIL(misuse, call, " outside a frame: call begin_frame first");
   }
 
-  /// The frame owner's checks before it opens or ends a frame (or changes what only changes
-  /// between frames): not failed, then `open` frame or not; `why` is the misuse message.
+  /// The frame owner's checks before it opens a frame (or changes what changes only between
+  /// frames), and before it ends one: not failed, then no frame open, or one open; `why` is the
+  /// misuse message. Relaxed loads: only the owning thread moves between these two states.
   template <class... Parts>
-  void expect_frame_open(bool open, const Parts&... why) const {
+  void expect_between_frames(const Parts&... why) const {
     expect_not_failed();
-    // Relaxed: only the owning thread moves between these two states.
-    const Phase want = open ? Phase::in_frame : Phase::between_frames;
-    FRAMESTAGE_EXPECTS(phase_.load(std::memory_order_relaxed) == want, misuse, why...);
+    FRAMESTAGE_EXPECTS(phase_.load(std::memory_order_relaxed) == Phase::between_frames, misuse,
+                       why...);
+  }
+  template <class... Parts>
+  void expect_frame_open(const Parts&... why) const {
+    expect_not_failed();
+    FRAMESTAGE_EXPECTS(phase_.load(std::memory_order_relaxed) == Phase::in_frame, misuse, why...);
   }
 
   /// Opens or closes the frame (release: what the owner prepared for the frame is visible to the

@@ -21,14 +21,14 @@ TEST(FrameStateTest, OpensAndClosesAFrame) {
   EXPECT_TRUE(throws_error(ErrorCategory::misuse, "frame_alloc outside a frame",
                            [&] { s.expect_in_frame("frame_alloc"); }));
   EXPECT_TRUE(throws_error(ErrorCategory::misuse, "end_frame without begin_frame",
-                           [&] { s.expect_frame_open(true, "end_frame without begin_frame"); }));
-  s.expect_frame_open(false, "unused");
+                           [&] { s.expect_frame_open("end_frame without begin_frame"); }));
+  s.expect_between_frames("unused");
   s.open();
   EXPECT_TRUE(s.in_frame());
   s.expect_in_frame("frame_alloc");
-  s.expect_frame_open(true, "unused");
+  s.expect_frame_open("unused");
   EXPECT_TRUE(throws_error(ErrorCategory::misuse, "frame 7 is still open",
-                           [&] { s.expect_frame_open(false, "frame ", 7, " is still open"); }));
+                           [&] { s.expect_between_frames("frame ", 7, " is still open"); }));
   s.close();
   EXPECT_FALSE(s.in_frame());
   EXPECT_FALSE(s.failed());
@@ -56,7 +56,7 @@ TEST(FrameStateTest, OnlyACudaErrorFailsIt) {
   EXPECT_TRUE(throws_error(ErrorCategory::failed_state, "cudaErrorIllegalAddress",
                            [&] { s.expect_in_frame("upload"); }));
   EXPECT_TRUE(throws_error(ErrorCategory::failed_state, "cudaErrorIllegalAddress",
-                           [&] { s.expect_frame_open(false, "unused"); }));
+                           [&] { s.expect_between_frames("unused"); }));
 }
 
 TEST(FrameStateTest, AFailureSticksWithItsFirstMessage) {
