@@ -324,14 +324,14 @@ class ScalingReporter : public benchmark::ConsoleReporter {
   void Finalize() override {
     ConsoleReporter::Finalize();
     if (workload.frame_items != 0) {
-      std::printf("\nscaling (a frame of %zu items of %zu B split between the threads, ",
+      std::printf("\nscaling: a frame of %zu items of %zu B split between the threads\n",
                   workload.frame_items, kItemBytes);
     } else {
-      std::printf("\nscaling (%zu items of %zu B per thread per frame, ", workload.items_per_thread,
+      std::printf("\nscaling: %zu items of %zu B per thread per frame\n", workload.items_per_thread,
                   kItemBytes);
     }
     std::printf(
-        "wall time of the phase; medians of the repetitions; busy: a thread's time in its calls\n"
+        "(wall time of the phase; medians of the repetitions; busy: a thread's time in its calls\n"
         "over the phase's, averaged: below 1, threads started late or waited on the slowest;\n"
         "end_frame: ns per item of the owner's end_frame() call, which follows the phase)\n");
     std::printf("%-20s %8s %5s %14s %10s %9s %17s %6s %9s\n", "benchmark", "threads", "reps",
