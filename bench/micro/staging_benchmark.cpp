@@ -68,8 +68,9 @@ struct Workload {
   std::size_t items_per_thread = 32768;
   std::size_t frame_items = 0;  // when not 0: a fixed frame, split between the threads
 
-  [[nodiscard]] std::size_t most_items() const {
-    return frame_items != 0 ? frame_items : items_per_thread * kMaxThreads;
+  /// The items of a frame issued by `threads` threads.
+  [[nodiscard]] std::size_t frame_total(std::size_t threads) const {
+    return frame_items != 0 ? frame_items : items_per_thread * threads;
   }
   /// The items [first, first + count) that `thread` of `threads` issues.
   [[nodiscard]] std::pair<std::size_t, std::size_t> share(std::size_t thread,
@@ -115,7 +116,7 @@ struct Shared {
     backend = std::move(made.backend);
     Config c;
     c.buffering = 2;
-    const std::size_t items = workload.most_items();
+    const std::size_t items = workload.frame_total(kMaxThreads);  // sized for the most threads
     c.arena_bytes = items * 48 + (std::size_t{kMaxThreads} << 16);
     c.upload_arena_bytes = items * kItemBytes * 2;
     c.max_uploads_per_frame = items;
@@ -188,11 +189,8 @@ void close_frame(Shared& s, std::size_t threads) {
   if constexpr (kKind == Kind::baseline) {
     return;
   } else if constexpr (kKind == Kind::baseline_dma) {
-    std::size_t items = 0;
-    for (std::size_t t = 0; t < threads; ++t)
-      items += workload.share(t, threads).second;
-    s.backend->copy_async(s.destination.data(), s.frames[s.frame_parity].data(), items * kItemBytes,
-                          s.stream.view());
+    s.backend->copy_async(s.destination.data(), s.frames[s.frame_parity].data(),
+                          workload.frame_total(threads) * kItemBytes, s.stream.view());
     s.backend->synchronize(s.stream.view());
     s.frame_parity ^= 1;
   } else {
@@ -210,12 +208,9 @@ template <Kind kKind>
 void setup(const benchmark::State& state) {
   shared = std::make_unique<Shared>(state.threads());
   const auto threads = static_cast<std::size_t>(state.threads());
-  std::size_t items = 0;
-  for (std::size_t t = 0; t < threads; ++t)
-    items += workload.share(t, threads).second;
   for (int frame = 0; frame < 2; ++frame) {
     if (kKind != Kind::baseline && kKind != Kind::baseline_dma) shared->coordinator->begin_frame();
-    issue_items<kKind>(0, items);
+    issue_items<kKind>(0, workload.frame_total(threads));
     close_frame<kKind>(*shared, threads);
   }
   shared->end_frame_seconds = 0;
@@ -253,9 +248,7 @@ void staging(benchmark::State& state) {
   // Set by one thread only (Google Benchmark sums counters over the threads).
   if (thread == 0) {
     const auto frames = static_cast<double>(state.iterations());
-    std::size_t items = 0;
-    for (std::size_t t = 0; t < s.started.size(); ++t)
-      items += workload.share(t, s.started.size()).second;
+    const std::size_t items = workload.frame_total(s.started.size());
     state.counters["busy"] = s.busy_sum / frames;
     state.counters["end_frame_ns"] =
         s.end_frame_seconds * 1e9 / frames / static_cast<double>(items);
