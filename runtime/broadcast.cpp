@@ -449,10 +449,9 @@ void Broadcast::stage_bytes(const void* ptr, std::size_t bytes, std::uint64_t fr
 void* Broadcast::device_address(const void* ptr, std::size_t bytes, std::uint64_t frame,
                                 std::size_t device) const {
   const Impl& m = *impl_;
-  m.state.expect_not_failed();
+  const auto [s, where] = detail::locate_in_slot(m.state, m.slots, m.frame, ptr, bytes, frame);
   FRAMESTAGE_EXPECTS(device < m.devices.size(), misuse, "device_ptr: device index ", device,
                      " out of range: the broadcast has ", m.devices.size(), " devices");
-  const auto [s, where] = detail::locate_in_slot(m.state, m.slots, m.frame, ptr, bytes, frame);
   const FrameArena::BlockView view = s.arena->block(where.block);
   if (device == 0) return view.device + where.offset;
   const Mirror& mirror = s.devices[device].mirrors[where.block];

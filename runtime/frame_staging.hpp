@@ -43,15 +43,17 @@ inline std::optional<FrameArena::Location> locate_staged(const FrameState& state
   return where;
 }
 
-/// device_ptr's lookup: the slot of `slots` (each with an `arena` and the `frame` it holds) that
-/// holds `span_frame`, and where its `bytes` at `ptr` lie in that slot's arena. `newest` is the
-/// newest frame begun. Throws misuse for a frame not begun, one whose slot was reused since, or
-/// a range that is not that frame's allocation.
+/// A slot, and where a range lies in its arena.
 template <class Slot>
 struct SlotLocation {
   const Slot& slot;
   FrameArena::Location where;
 };
+
+/// device_ptr's lookup: the slot of `slots` (each with an `arena` and the `frame` it holds) that
+/// holds `span_frame`, and where its `bytes` at `ptr` lie in that slot's arena. `newest` is the
+/// newest frame begun. Throws failed_state once failed; misuse for a frame not begun, one whose
+/// slot was reused since, or a range that is not that frame's allocation.
 template <class Slot>
 SlotLocation<Slot> locate_in_slot(const FrameState& state, const std::vector<Slot>& slots,
                                   std::uint64_t newest, const void* ptr, std::size_t bytes,
