@@ -117,10 +117,15 @@ bool UploadArena::claim(detail::UploadChunk& chunk, std::uint64_t target, std::u
     const std::uint64_t spare_payload = grows ? chunk.end_granule - chunk.next_granule : 0;
     std::uint64_t descriptors = spare > 0 ? 0 : 1;
     std::uint64_t payload = granules - std::min(granules, spare_payload);
-    if (chunks && count + kChunkDescriptors <= capacity &&
-        used + std::max(payload, chunk_payload) <= payload_capacity) {
-      descriptors = kChunkDescriptors;
-      payload = std::max(payload, chunk_payload);
+    // A chunk is topped up to a chunk's worth of each, not given one on top of what it has left:
+    // a thread whose entries run out before its payload (or the other way round) would otherwise
+    // pile up unused room in its chunk, past what claims allow for, and give it up all at once.
+    const std::uint64_t top_up = kChunkDescriptors - std::min(spare, kChunkDescriptors);
+    const std::uint64_t top_up_payload =
+        std::max(payload, chunk_payload - std::min(chunk_payload, spare_payload));
+    if (chunks && count + top_up <= capacity && used + top_up_payload <= payload_capacity) {
+      descriptors = std::max(descriptors, top_up);
+      payload = top_up_payload;
     }
     if (count + descriptors > capacity || used + payload > payload_capacity) return false;
     if (head_.compare_exchange_weak(head, head + (descriptors << kCountShift) + payload,

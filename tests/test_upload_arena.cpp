@@ -336,6 +336,32 @@ TEST_F(UploadArenaOrderTest, ThreadsFillingTheConfiguredCapacityExactlyAllFit) {
   EXPECT_LE(next_granule * kStagingGranule, v.payload_bytes);
 }
 
+// A chunk that grows in place because its entries ran out tops its payload up to a chunk's
+// worth; it must not add a chunk's worth on top of the payload it still has. Items of 1 and 2
+// granules in turn make a chunk's payload (2 granules an entry, the average rounded up) a third
+// more than its entries use, so adding would pile up a spare granule per two items, which the
+// thread gives up in one piece once another thread's chunk lands behind its own: here more than
+// the spare room, and the frame would no longer fit its configured capacity. (Found by
+// test_cuda_concurrency on 16 cores.)
+TEST_F(UploadArenaOrderTest, AChunkGrowingInPlaceKeepsItsUnusedPayloadSmall) {
+  constexpr std::size_t kCount = 65536;
+  constexpr std::size_t kFirstTurn = kCount / 2;
+  const auto size = [](std::size_t i) -> std::size_t { return i % 2 == 0 ? 16 : 32; };
+  std::size_t granules = 0;
+  for (std::size_t i = 0; i < kCount; ++i)
+    granules += size(i) / kStagingGranule;
+  UploadArena a = make(OverflowPolicy::fail, granules * kStagingGranule, kCount);
+  for (std::size_t i = 0; i < kFirstTurn; ++i)
+    reserve(a, kBase + i * 64, size(i));
+  on_other_thread([&] { reserve(a, kBase + kCount * 64, 16); });  // a chunk after this thread's
+  for (std::size_t i = kFirstTurn; i + 1 < kCount; ++i)
+    ASSERT_NO_THROW(reserve(a, kBase + i * 64, size(i))) << "item " << i;
+  EXPECT_EQ(a.descriptor_count(), kCount);
+  a.pad_unused();
+  EXPECT_LE(a.block(0).payload_bytes,
+            granules * kStagingGranule + 2 * UploadArena::kMaxChunkGranules * kStagingGranule);
+}
+
 TEST_F(UploadArenaOrderTest, MoreThreadsThanChunksAreNotProven) {
   UploadArena a = make();
   for (std::size_t i = 0; i <= UploadArena::kMaxChunks; ++i)
