@@ -124,7 +124,7 @@ bool UploadArena::claim(detail::UploadChunk& chunk, std::uint64_t target, std::u
     const std::uint64_t top_up_payload =
         std::max(payload, chunk_payload - std::min(chunk_payload, spare_payload));
     if (chunks && count + top_up <= capacity && used + top_up_payload <= payload_capacity) {
-      descriptors = std::max(descriptors, top_up);
+      descriptors = top_up;
       payload = top_up_payload;
     }
     if (count + descriptors > capacity || used + payload > payload_capacity) return false;
