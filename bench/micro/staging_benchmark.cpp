@@ -16,22 +16,31 @@
 //   BM_CopyBaselineDma  the same bytes written into two pinned buffers in turn, each sent to the
 //                       device in one copy after its frame: the floor with a real frame's memory
 //                       traffic (what frame_alloc + stage_for_upload amounts to, as 2 slots)
+//   BM_CoreBaseline     a few ns of arithmetic per item in registers, touching no memory: how
+//                       far the machine's cores themselves scale (vCPUs that share physical
+//                       cores, or that the hypervisor takes away, show here and nowhere else)
 // After the runs a table gives items/s, ns per item and the scaling from 1 thread for each (the
 // median over --benchmark_repetitions, and the lowest and highest scaling among them), and how
 // busy the threads were: each thread's time in its calls over the phase's, averaged. Scaling
 // lost with busy near 1 is lost in the calls; with busy well below 1, to late starts or to one
-// slow thread.
+// slow thread. `late` is the part of the phase lost to late starts (a thread's start after the
+// first one's, over the phase, averaged), and the rest, 1 - busy - late, to waiting for the
+// slowest. `in calls` is the scaling of the threads' own time in their calls (items/s over
+// busy): what the calls cost with that many threads, whatever the threads' timing.
 //
 // How much each thread issues (flags of this program, before Google Benchmark's own):
 //   --items_per_thread=N  every thread issues N items (default 32768): the frame grows with the
 //                         threads, and so does the pinned memory it writes
 //   --frame_items=N       the frame has N items, split evenly between the threads: the same
 //                         frame, and the same memory, at every thread count
+//   --pin                 thread i of a run runs on CPU i only (where i < the CPUs the process
+//                         may use), so that no two share a CPU and none migrates
 // The backend is make_default_backend(): CUDA (real pinned memory) on a GPU machine.
 //
 //   ./build/framestage_micro                                   # everything
 //   ./build/framestage_micro --benchmark_filter=BM_Upload      # one benchmark
 //   ./build/framestage_micro --frame_items=524288 --benchmark_repetitions=5
+//   ./build/framestage_micro --pin --benchmark_filter='BM_(Core|Upload)'
 #include <framestage/framestage.hpp>
 
 #include <benchmark/benchmark.h>
@@ -48,11 +57,15 @@
 #include <exception>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include <pthread.h>
+#include <sched.h>
 
 namespace {
 
@@ -82,6 +95,40 @@ struct Workload {
   }
 };
 Workload workload;
+/// --pin: the CPUs the process may use, in order; thread i of a run is pinned to the i-th.
+std::optional<std::vector<int>> pin_cpus;
+
+/// Pins the calling thread to the `thread`-th CPU of pin_cpus, if --pin was given and there is
+/// one; says so once if there are fewer CPUs than threads.
+void pin_this_thread(std::size_t thread) {
+  if (!pin_cpus) return;
+  if (thread >= pin_cpus->size()) {
+    static std::atomic<bool> said{false};
+    if (!said.exchange(true)) {
+      std::fprintf(stderr, "framestage_micro: --pin: %zu CPUs for thread %zu; it is not pinned\n",
+                   pin_cpus->size(), thread);
+    }
+    return;
+  }
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET((*pin_cpus)[thread], &set);
+  if (const int error = pthread_setaffinity_np(pthread_self(), sizeof set, &set); error != 0) {
+    std::fprintf(stderr, "framestage_micro: --pin: CPU %d: %s\n", (*pin_cpus)[thread],
+                 std::strerror(error));
+  }
+}
+
+/// The CPUs this process may run on, lowest first.
+std::vector<int> allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return cpus;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+    if (CPU_ISSET(cpu, &set)) cpus.push_back(cpu);
+  return cpus;
+}
 
 /// Releases `threads` threads at once: each spins (yielding) until the last has arrived.
 class SpinStart {
@@ -149,6 +196,7 @@ struct Shared {
   std::vector<Clock::time_point> finished;
   double phase_seconds = 0;
   double busy_sum = 0;           // over the iterations: mean thread busy time / phase time
+  double late_sum = 0;           // over the iterations: mean start after the first / phase time
   double end_frame_seconds = 0;  // over the iterations: the end_frame() calls
 };
 
@@ -158,7 +206,30 @@ void teardown(const benchmark::State&) {
   shared.reset();
 }
 
-enum class Kind { frame_alloc_stage, upload, reserve_upload, readback, baseline, baseline_dma };
+enum class Kind {
+  frame_alloc_stage,
+  upload,
+  reserve_upload,
+  readback,
+  baseline,
+  baseline_dma,
+  core_baseline
+};
+
+/// No coordinator frame: the floors.
+constexpr bool is_floor(Kind kind) {
+  return kind == Kind::baseline || kind == Kind::baseline_dma || kind == Kind::core_baseline;
+}
+
+/// BM_CoreBaseline's item: multiply-xorshift rounds in registers. Items do not depend on each
+/// other, so a core overlaps them as it overlaps calls: a core shared with another vCPU shows.
+inline std::uint64_t mix(std::uint64_t word) {
+  for (int round = 0; round < 24; ++round) {
+    word *= 0x9E3779B97F4A7C15ULL;
+    word ^= word >> 29;
+  }
+  return word;
+}
 
 // An item's contents are computed where they are written, as a simulation writes its state: four
 // words, kept in registers. (Building them in a byte array first made every item wait on a
@@ -186,6 +257,8 @@ void issue_items(std::size_t first, std::size_t count) {
     } else if constexpr (kKind == Kind::baseline) {
       std::memcpy(shared->baseline.data() + at, item.data(), kItemBytes);
       benchmark::ClobberMemory();
+    } else if constexpr (kKind == Kind::core_baseline) {
+      benchmark::DoNotOptimize(mix(item[0]));
     } else {
       std::memcpy(shared->frames[shared->frame_parity].data() + at, item.data(), kItemBytes);
       benchmark::ClobberMemory();
@@ -196,7 +269,7 @@ void issue_items(std::size_t first, std::size_t count) {
 /// What thread 0 does between frames, after the timed phase.
 template <Kind kKind>
 void close_frame(Shared& s, std::size_t threads) {
-  if constexpr (kKind == Kind::baseline) {
+  if constexpr (kKind == Kind::baseline || kKind == Kind::core_baseline) {
     return;
   } else if constexpr (kKind == Kind::baseline_dma) {
     s.backend->copy_async(s.destination.data(), s.frames[s.frame_parity].data(),
@@ -219,7 +292,7 @@ void setup(const benchmark::State& state) {
   shared = std::make_unique<Shared>(state.threads());
   const auto threads = static_cast<std::size_t>(state.threads());
   for (int frame = 0; frame < 2; ++frame) {
-    if (kKind != Kind::baseline && kKind != Kind::baseline_dma) shared->coordinator->begin_frame();
+    if (!is_floor(kKind)) shared->coordinator->begin_frame();
     issue_items<kKind>(0, workload.frame_total(threads));
     close_frame<kKind>(*shared, threads);
   }
@@ -231,10 +304,9 @@ void staging(benchmark::State& state) {
   const auto thread = static_cast<std::size_t>(state.thread_index());
   const auto [first, count] = workload.share(thread, static_cast<std::size_t>(state.threads()));
   Shared& s = *shared;
+  pin_this_thread(thread);
   for (auto _ : state) {
-    if (thread == 0 && kKind != Kind::baseline && kKind != Kind::baseline_dma) {
-      s.coordinator->begin_frame();
-    }
+    if (thread == 0 && !is_floor(kKind)) s.coordinator->begin_frame();
     s.sync.arrive_and_wait();   // the frame is open
     s.start.arrive_and_wait();  // every thread running: go
     s.started[thread] = Clock::now();
@@ -246,9 +318,14 @@ void staging(benchmark::State& state) {
       const auto last = *std::max_element(s.finished.begin(), s.finished.end());
       s.phase_seconds = std::chrono::duration<double>(last - began).count();
       double busy = 0;
-      for (std::size_t t = 0; t < s.started.size(); ++t)
+      double late = 0;
+      for (std::size_t t = 0; t < s.started.size(); ++t) {
         busy += std::chrono::duration<double>(s.finished[t] - s.started[t]).count();
-      s.busy_sum += busy / static_cast<double>(s.started.size()) / s.phase_seconds;
+        late += std::chrono::duration<double>(s.started[t] - began).count();
+      }
+      const double per_thread_phase = static_cast<double>(s.started.size()) * s.phase_seconds;
+      s.busy_sum += busy / per_thread_phase;
+      s.late_sum += late / per_thread_phase;
       close_frame<kKind>(s, static_cast<std::size_t>(state.threads()));
     }
     s.sync.arrive_and_wait();  // the frame is closed, and its phase time known
@@ -260,6 +337,7 @@ void staging(benchmark::State& state) {
     const auto frames = static_cast<double>(state.iterations());
     const std::size_t items = workload.frame_total(s.started.size());
     state.counters["busy"] = s.busy_sum / frames;
+    state.counters["late"] = s.late_sum / frames;
     state.counters["end_frame_ns"] =
         s.end_frame_seconds * 1e9 / frames / static_cast<double>(items);
   }
@@ -284,6 +362,9 @@ void BM_CopyBaseline(benchmark::State& state) {
 void BM_CopyBaselineDma(benchmark::State& state) {
   staging<Kind::baseline_dma>(state);
 }
+void BM_CoreBaseline(benchmark::State& state) {
+  staging<Kind::core_baseline>(state);
+}
 
 #define FRAMESTAGE_STAGING_BENCHMARK(fn, kind) \
   BENCHMARK(fn)                                \
@@ -302,6 +383,7 @@ FRAMESTAGE_STAGING_BENCHMARK(BM_ReserveUpload, Kind::reserve_upload);
 FRAMESTAGE_STAGING_BENCHMARK(BM_Readback, Kind::readback);
 FRAMESTAGE_STAGING_BENCHMARK(BM_CopyBaseline, Kind::baseline);
 FRAMESTAGE_STAGING_BENCHMARK(BM_CopyBaselineDma, Kind::baseline_dma);
+FRAMESTAGE_STAGING_BENCHMARK(BM_CoreBaseline, Kind::core_baseline);
 
 /// The console output, then a table of items/s per thread count and the scaling from 1 thread:
 /// medians over the repetitions, with the range of the scaling between repetitions.
@@ -313,14 +395,17 @@ class ScalingReporter : public benchmark::ConsoleReporter {
       if (run.error_occurred || run.run_type != Run::RT_Iteration) continue;
       const auto rate = run.counters.find("items_per_second");
       const auto busy = run.counters.find("busy");
+      const auto late = run.counters.find("late");
       const auto end_frame = run.counters.find("end_frame_ns");
-      if (rate == run.counters.end() || busy == run.counters.end() ||
+      if (rate == run.counters.end() || busy == run.counters.end() || late == run.counters.end() ||
           end_frame == run.counters.end()) {
         continue;
       }
       Samples& samples = samples_[run.run_name.function_name][static_cast<int>(run.threads)];
       samples.rates.push_back(rate->second.value);
+      samples.call_rates.push_back(rate->second.value / busy->second.value);
       samples.busy.push_back(busy->second.value);
+      samples.late.push_back(late->second.value);
       samples.end_frame.push_back(end_frame->second.value);
     }
   }
@@ -335,21 +420,28 @@ class ScalingReporter : public benchmark::ConsoleReporter {
     }
     std::printf(
         "(wall time of the phase; medians of the repetitions; busy: a thread's time in its calls\n"
-        "over the phase's, averaged: below 1, threads started late or waited on the slowest;\n"
-        "end_frame: ns per item of the owner's end_frame() call, which follows the phase)\n");
-    std::printf("%-20s %8s %5s %14s %10s %9s %17s %6s %9s\n", "benchmark", "threads", "reps",
-                "items/s", "ns/item", "scaling", "range of scaling", "busy", "end_frame");
+        "over the phase's, averaged: below 1, threads started late (late: the part lost so) or\n"
+        "waited on the slowest; in calls: the scaling of items/s over busy, the threads' own\n"
+        "time in their calls; end_frame: ns per item of the owner's end_frame() call, which\n"
+        "follows the phase)%s\n",
+        pin_cpus ? "; threads pinned to a CPU each" : "");
+    std::printf("%-20s %7s %4s %12s %8s %8s %16s %5s %5s %8s %9s\n", "benchmark", "threads", "reps",
+                "items/s", "ns/item", "scaling", "range of scaling", "busy", "late", "in calls",
+                "end_frame");
     for (const auto& [name, by_threads] : samples_) {
       const auto one = by_threads.find(1);
       const double one_rate = one == by_threads.end() ? 0.0 : median(one->second.rates);
-      const auto ratio = [one_rate](double rate) { return one_rate == 0 ? 0.0 : rate / one_rate; };
+      const double one_call_rate = one == by_threads.end() ? 0.0 : median(one->second.call_rates);
+      const auto ratio = [](double rate, double base) { return base == 0 ? 0.0 : rate / base; };
       for (const auto& [threads, samples] : by_threads) {
         const std::vector<double>& rates = samples.rates;
         const double rate = median(rates);
         const auto [low, high] = std::minmax_element(rates.begin(), rates.end());
-        std::printf("%-20s %8d %5zu %14.4g %10.2f %8.2fx %7.2fx - %5.2fx %6.2f %9.2f\n",
-                    name.c_str(), threads, rates.size(), rate, 1e9 / rate, ratio(rate), ratio(*low),
-                    ratio(*high), median(samples.busy), median(samples.end_frame));
+        std::printf("%-20s %7d %4zu %12.4g %8.2f %7.2fx %6.2fx - %5.2fx %5.2f %5.2f %7.2fx %9.2f\n",
+                    name.c_str(), threads, rates.size(), rate, 1e9 / rate, ratio(rate, one_rate),
+                    ratio(*low, one_rate), ratio(*high, one_rate), median(samples.busy),
+                    median(samples.late), ratio(median(samples.call_rates), one_call_rate),
+                    median(samples.end_frame));
       }
     }
   }
@@ -362,8 +454,10 @@ class ScalingReporter : public benchmark::ConsoleReporter {
   }
 
   struct Samples {
-    std::vector<double> rates;  // items/s of each repetition
+    std::vector<double> rates;       // items/s of each repetition
+    std::vector<double> call_rates;  // and over busy: as if no thread started late or waited
     std::vector<double> busy;
+    std::vector<double> late;
     std::vector<double> end_frame;  // ns per item of the owner's end_frame() call
   };
   std::map<std::string, std::map<int, Samples>> samples_;
@@ -375,6 +469,10 @@ bool take_workload_flags(int& argc, char** argv) {
   int kept = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
+    if (arg == "--pin") {
+      pin_cpus = allowed_cpus();
+      continue;
+    }
     std::size_t* into = nullptr;
     std::string value;
     for (auto [flag, field] : {std::pair{"--items_per_thread=", &workload.items_per_thread},
