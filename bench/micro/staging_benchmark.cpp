@@ -28,18 +28,20 @@
 // slowest. `in calls` is the scaling of the threads' own time in their calls (items/s over
 // busy): what the calls cost with that many threads, whatever the threads' timing.
 //
-// How much each thread issues (flags of this program, before Google Benchmark's own):
-//   --items_per_thread=N  every thread issues N items (default 32768): the frame grows with the
-//                         threads, and so does the pinned memory it writes
+// How much each thread issues (flags of this program, before Google Benchmark's own; one of the
+// first two):
 //   --frame_items=N       the frame has N items, split evenly between the threads: the same
-//                         frame, and the same memory, at every thread count
+//                         frame, and the same memory, at every thread count (the default, with
+//                         524,288 items: the scaling issue 7 asks for)
+//   --items_per_thread=N  every thread issues N items: the frame grows with the threads, and so
+//                         does the pinned memory it writes
 //   --pin                 thread i of a run runs on CPU i only (where i < the CPUs the process
 //                         may use), so that no two share a CPU and none migrates
 // The backend is make_default_backend(): CUDA (real pinned memory) on a GPU machine.
 //
 //   ./build/framestage_micro                                   # everything
 //   ./build/framestage_micro --benchmark_filter=BM_Upload      # one benchmark
-//   ./build/framestage_micro --frame_items=524288 --benchmark_repetitions=5
+//   ./build/framestage_micro --items_per_thread=4096 --benchmark_repetitions=5
 //   ./build/framestage_micro --pin --benchmark_filter='BM_(Core|Upload)'
 #include <framestage/framestage.hpp>
 
@@ -79,8 +81,8 @@ using Clock = std::chrono::steady_clock;
 
 /// How the items of a frame are shared between the threads (set from the command line).
 struct Workload {
-  std::size_t items_per_thread = 32768;
-  std::size_t frame_items = 0;  // when not 0: a fixed frame, split between the threads
+  std::size_t frame_items = 524288;  // when not 0: a fixed frame, split between the threads
+  std::size_t items_per_thread = 0;  // otherwise
 
   /// The items of a frame issued by `threads` threads.
   [[nodiscard]] std::size_t frame_total(std::size_t threads) const {
@@ -467,6 +469,7 @@ class ScalingReporter : public benchmark::ConsoleReporter {
 /// Returns false, having said why, for a malformed one.
 bool take_workload_flags(int& argc, char** argv) {
   int kept = 1;
+  bool sized = false;  // by one of the two flags
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--pin") {
@@ -486,6 +489,11 @@ bool take_workload_flags(int& argc, char** argv) {
       argv[kept++] = argv[i];
       continue;
     }
+    if (std::exchange(sized, true)) {
+      std::fprintf(stderr, "framestage_micro: give one of --frame_items and --items_per_thread\n");
+      return false;
+    }
+    workload = Workload{0, 0};
     std::size_t parsed = 0;
     try {
       // stoull would take "-1" as 2^64 - 1: only digits are a count.
