@@ -16,9 +16,10 @@
 //   BM_CopyBaselineDma  the same bytes written into two pinned buffers in turn, each sent to the
 //                       device in one copy after its frame: the floor with a real frame's memory
 //                       traffic (what frame_alloc + stage_for_upload amounts to, as 2 slots)
-//   BM_CoreBaseline     a few ns of arithmetic per item in registers, touching no memory: how
+//   BM_CoreBaseline     15-35 ns of arithmetic per item in registers, touching no memory: how
 //                       far the machine's cores themselves scale (vCPUs that share physical
-//                       cores, or that the hypervisor takes away, show here and nowhere else)
+//                       cores, or that the hypervisor takes away, show here with no memory
+//                       traffic mixed in)
 // After the runs a table gives items/s, ns per item and the scaling from 1 thread for each (the
 // median over --benchmark_repetitions, and the lowest and highest scaling among them), and how
 // busy the threads were: each thread's time in its calls over the phase's, averaged. Scaling
