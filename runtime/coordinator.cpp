@@ -6,6 +6,7 @@
 #include <framestage/transfer_planner.hpp>
 #include <framestage/upload_arena.hpp>
 
+#include "device_address_check.hpp"
 #include "frame_staging.hpp"
 #include "frame_state.hpp"
 #include "nvtx_range.hpp"
@@ -194,6 +195,7 @@ struct Coordinator::Impl {
                        ": count must be > 0 and its bytes at most ",
                        UploadArena::kMaxReservationBytes, ", got ", count, " elements of ",
                        count == 0 ? 0 : bytes / count, " bytes");
+    addresses.expect(device, bytes, call, side);
   }
 
   void refresh_slot_stats() {
@@ -219,8 +221,9 @@ struct Coordinator::Impl {
   TransferPlanner planner;
   Scheduler scheduler;
   std::unique_ptr<detail::ReadbackSlot[]> readback_slots;  // what Readback handles point at
-  detail::FrameState state{"coordinator"};  // between frames, in one, or failed for good
-  std::atomic<bool> large_uploads{false};   // an upload this frame reached the direct threshold
+  detail::FrameState state{"coordinator"};         // between frames, in one, or failed for good
+  detail::DeviceAddressCheck addresses{*backend};  // host pointers where device ones belong
+  std::atomic<bool> large_uploads{false};  // an upload this frame reached the direct threshold
   std::uint64_t frame = 0;
   std::uint32_t slot = 0;
   std::optional<std::uint32_t> unretired_slot;
@@ -292,6 +295,7 @@ void Coordinator::upload_bytes(void* device_dst, const void* src, std::size_t by
                      " bytes");
   if (bytes == 0) return;
   FRAMESTAGE_EXPECTS(src != nullptr, misuse, "upload: null source for ", bytes, " bytes");
+  m.addresses.expect(device_dst, bytes, "upload", "destination");
   // Descriptors hold 32-bit lengths: larger uploads travel as consecutive pieces.
   auto* dst = static_cast<std::byte*>(device_dst);
   const auto* from = static_cast<const std::byte*>(src);

@@ -4,6 +4,7 @@
 #include "kernels/transfer_kernels.cuh"
 #include "runtime/cuda_try.hpp"
 
+#include <cudaTypedefs.h>  // the driver's function types only: the driver is found at run time
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -72,6 +73,23 @@ bool query_event(cudaEvent_t event) {
   return true;
 }
 
+/// The driver's cuMemGetAddressRange, looked up once through the runtime so that framestage
+/// does not link libcuda (absent where no driver is installed); null if the driver lacks it.
+PFN_cuMemGetAddressRange_v3020 driver_address_range() {
+  static const PFN_cuMemGetAddressRange_v3020 function = [] {
+    void* entry = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &entry, 3020, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      detail::clear_last_cuda_error();
+      return PFN_cuMemGetAddressRange_v3020{nullptr};
+    }
+    return reinterpret_cast<PFN_cuMemGetAddressRange_v3020>(entry);
+  }();
+  return function;
+}
+
 }  // namespace
 
 std::optional<std::string> CudaBackend::unavailable_reason(int device) {
@@ -100,6 +118,10 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   // The runtime API gives the name only as part of the full property set.
   cudaDeviceProp properties{};
   FRAMESTAGE_CUDA_TRY(cudaGetDeviceProperties(&properties, device_));
+  int pageable_access = 0;
+  FRAMESTAGE_CUDA_TRY(
+      cudaDeviceGetAttribute(&pageable_access, cudaDevAttrPageableMemoryAccess, device_));
+  pageable_access_ = pageable_access != 0;
   description_ = "CUDA device " + std::to_string(device_) + ": " + properties.name + " (sm_" +
                  std::to_string(major) + std::to_string(minor) + ", " + std::to_string(sm_count_) +
                  " SMs)";
@@ -283,10 +305,47 @@ void CudaBackend::copy_batch_async(std::span<const CopyOp> copies, StreamView st
   cudaMemcpyAttributes attributes{};
   attributes.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
   attributes.flags = cudaMemcpyFlagPreferOverlapWithCompute;
-  std::size_t first_copy_index = 0;
-  FRAMESTAGE_CUDA_TRY(cudaMemcpyBatchAsync(batch.dsts.data(), batch.srcs.data(), batch.sizes.data(),
-                                           batch.sizes.size(), &attributes, &first_copy_index, 1,
-                                           s));
+  // The driver faults on one batch of ~16k+ mixed-size copies (CUDA 13.0, driver 580: issue 18),
+  // so a longer list goes out as consecutive batches of kMaxBatchCopies on the same stream: the
+  // batches run in order, which keeps the contract (the list as a whole in stream order).
+  const std::size_t total = batch.sizes.size();
+  for (std::size_t first = 0; first < total; first += kMaxBatchCopies) {
+    const std::size_t n = std::min(kMaxBatchCopies, total - first);
+    std::size_t first_copy_index = 0;
+    FRAMESTAGE_CUDA_TRY(cudaMemcpyBatchAsync(batch.dsts.data() + first, batch.srcs.data() + first,
+                                             batch.sizes.data() + first, n, &attributes,
+                                             &first_copy_index, 1, s));
+  }
+}
+
+AddressInfo CudaBackend::classify_address(const void* ptr) {
+  const DeviceGuard guard(device_);
+  cudaPointerAttributes attributes{};
+  FRAMESTAGE_CUDA_TRY(cudaPointerGetAttributes(&attributes, ptr));
+  AddressInfo info;
+  switch (attributes.type) {
+    case cudaMemoryTypeDevice:
+    case cudaMemoryTypeManaged: {
+      info.kind = AddressKind::device;
+      CUdeviceptr base = 0;
+      std::size_t bytes = 0;
+      if (const auto range = driver_address_range();
+          range != nullptr && range(&base, &bytes, reinterpret_cast<CUdeviceptr>(ptr)) == 0) {
+        info.range_begin = static_cast<std::uintptr_t>(base);
+        info.range_bytes = bytes;
+      }
+      break;
+    }
+    case cudaMemoryTypeHost:
+      // Registered or cudaHostAlloc'd: kernels reach it where it is mapped.
+      info.kind =
+          attributes.devicePointer != nullptr ? AddressKind::device : AddressKind::host_only;
+      break;
+    default:
+      info.kind = pageable_access_ ? AddressKind::device : AddressKind::host_only;
+      break;
+  }
+  return info;
 }
 
 void CudaBackend::scatter_async(const TransferDescriptor* table, std::size_t count,

@@ -12,6 +12,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdio>
 #include <string>
@@ -76,15 +77,20 @@ inline void clear_last_cuda_error() noexcept {
 }
 
 /// @brief Writes "framestage: <call> failed: ..." on one stderr line, unless the runtime is
-/// unloading (objects released at program exit, after CUDA began its own shutdown).
+/// unloading (objects released at program exit, after CUDA began its own shutdown) or the same
+/// error was the last one reported: after a sticky error (an illegal address, say) every
+/// release of every stream, event and buffer fails with it, and one line says all there is.
 inline void report_cuda_error(cudaError_t error, const char* call, const char* file,
                               int line) noexcept {
   clear_last_cuda_error();
   if (error == cudaErrorCudartUnloading) return;
+  static std::atomic<int> last_reported{cudaSuccess};
+  if (last_reported.exchange(error, std::memory_order_relaxed) == error) return;
   // Building the line allocates; if even that fails, a release path stays silent rather than
   // terminate the program.
   try {
-    std::fprintf(stderr, "framestage: %s\n", cuda_failure_message(call, error, file, line).c_str());
+    std::fprintf(stderr, "framestage: %s (further release failures with %s are not reported)\n",
+                 cuda_failure_message(call, error, file, line).c_str(), cudaGetErrorName(error));
   } catch (...) {
   }
 }

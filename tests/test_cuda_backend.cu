@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -144,16 +145,28 @@ INSTANTIATE_TEST_SUITE_P(Sizes, CudaCopyRoundTrip,
                          [](const auto& info) { return std::to_string(info.param) + "_bytes"; });
 
 // Many host-to-device copies in one call, to disjoint ranges in shuffled order; the gaps
-// between them keep their poison.
-TEST_F(CudaBackendTest, CopyBatchDeliversManyDisjointCopies) {
-  const std::size_t copies = scaled_items(5000);
-  std::mt19937_64 rng(announce_seed(21));
+// between them keep their poison. 50,000 copies of 1 B-16 KiB, log-uniform, is issue 18's
+// workload: one cudaMemcpyBatchAsync of them faults inside the driver (CUDA 13.0, driver 580),
+// so without CudaBackend::kMaxBatchCopies this test dies with SIGSEGV.
+struct BatchShape {
+  std::size_t copies;
+  bool log_uniform;  // 1 B-16 KiB log-uniform; else mostly 1-256 B, an eighth to 8 KiB
+};
+
+class CudaCopyBatch : public testing::CudaTest, public ::testing::WithParamInterface<BatchShape> {};
+
+TEST_P(CudaCopyBatch, DeliversManyDisjointCopies) {
+  const std::size_t copies = GetParam().copies;
+  std::mt19937_64 rng(announce_seed(21 + copies));
+  std::uniform_real_distribution<double> log_size(0, std::log(16385.0));
   std::vector<std::size_t> sizes(copies);
   std::vector<std::size_t> offsets(copies);
   std::size_t target_bytes = 0;
   std::size_t source_bytes = 0;
   for (std::size_t i = 0; i < copies; ++i) {
-    sizes[i] = 1 + rng() % (rng() % 8 == 0 ? 8192 : 256);
+    sizes[i] = GetParam().log_uniform
+                   ? std::clamp<std::size_t>(std::size_t(std::exp(log_size(rng))), 1, 16384)
+                   : 1 + rng() % (rng() % 8 == 0 ? 8192 : 256);
     target_bytes += 1 + rng() % 24;  // a gap first, so every copy has poison before it
     offsets[i] = target_bytes;
     target_bytes += sizes[i];
@@ -179,6 +192,15 @@ TEST_F(CudaBackendTest, CopyBatchDeliversManyDisjointCopies) {
   backend().synchronize(stream.view());
   EXPECT_TRUE(bytes_equal(read_back(target.data(), target_bytes), want));
 }
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaCopyBatch,
+                         ::testing::Values(BatchShape{scaled_items(5000), false},
+                                           BatchShape{CudaBackend::kMaxBatchCopies + 1, true},
+                                           BatchShape{scaled_items(50'000), true}),
+                         [](const auto& info) {
+                           return std::to_string(info.param.copies) +
+                                  (info.param.log_uniform ? "_log_uniform_1B_16KiB" : "_small");
+                         });
 
 // One batch holding host-to-device, device-to-device and device-to-host copies.
 TEST_F(CudaBackendTest, CopyBatchMixesDirections) {

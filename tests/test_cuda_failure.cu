@@ -1,8 +1,9 @@
 // A CUDA fault puts the Coordinator in the failed state.
 //
-// The test makes a kernel on the ticket's stream write to an illegal address. That is a sticky
-// error: it corrupts the CUDA context for the rest of the process, so this test is alone in its
-// executable (test_cuda_failure), and nothing may run after it in the same process.
+// The tests make a kernel write to an illegal address. That is a sticky error: it corrupts the
+// CUDA context for the rest of the process, so these tests are alone in their executable
+// (test_cuda_failure), and each needs a process of its own: ctest runs them so (one
+// gtest_discover_tests entry each); run by hand, give --gtest_filter one test.
 //
 // Under compute-sanitizer the fault is reported, as intended, so the sanitizer would fail the
 // run: the GPU check must leave test_cuda_failure out of its compute-sanitizer loop (it matches
@@ -22,6 +23,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -121,6 +123,52 @@ TEST_F(CudaFailure, AKernelFaultLeavesTheCoordinatorFailed) {
                            [&] { static_cast<void>(c.end_frame()); }));
   EXPECT_TRUE(throws_error(ErrorCategory::failed_state, first_message, [&] { c.synchronize(); }));
   // Destroying the coordinator, buffers and backend afterwards must not throw or hang.
+}
+
+// A device address the caller freed itself, after an upload there cached its range: the one
+// case the address check cannot tell (cudaFree does not pass through framestage). The upload
+// must end as Error(cuda) and the failed state, never a crash, and the teardown after the
+// sticky error says so in one line, not one line per stream, event and buffer.
+TEST_F(CudaFailure, AnUploadToMemoryFreedBehindItsBackFailsLoudlyOnce) {
+  Config config;
+  config.buffering = 1;
+  auto c = std::make_unique<Coordinator>(config, backend());
+  constexpr std::size_t kBytes = std::size_t{64} << 20;  // large: cudaFree unmaps it
+  std::uint32_t* freed = nullptr;
+  FRAMESTAGE_TEST_CUDA(cudaMalloc(&freed, kBytes));
+  const std::vector<std::uint32_t> values = {1, 2, 3, 4};
+  c->begin_frame();
+  c->upload<std::uint32_t>(freed, values);  // caches the allocation's range
+  c->end_frame().wait();
+  FRAMESTAGE_TEST_CUDA(cudaFree(freed));
+
+  std::optional<Error> first;
+  try {
+    c->begin_frame();
+    c->upload<std::uint32_t>(freed + 1024, values);
+    c->end_frame().wait();
+    c->begin_frame();
+  } catch (const Error& e) {
+    std::printf("[ first    ] %s\n", e.what());
+    first = e;
+  }
+  ASSERT_TRUE(first.has_value()) << "an upload into freed memory went through";
+  EXPECT_EQ(first->category(), ErrorCategory::cuda) << first->what();
+  // Failed by now, or at the latest by the next owner call, and for good.
+  if (!c->failed()) {
+    EXPECT_THROW(c->begin_frame(), Error);
+  }
+  EXPECT_TRUE(c->failed());
+  EXPECT_TRUE(throws_error(ErrorCategory::failed_state, "", [&] { c->begin_frame(); }));
+
+  ::testing::internal::CaptureStderr();
+  c.reset();
+  const std::string teardown = ::testing::internal::GetCapturedStderr();
+  std::printf("[ teardown ] %s", teardown.c_str());
+  std::size_t lines = 0;
+  for (const char ch : teardown)
+    lines += ch == '\n' ? 1 : 0;
+  EXPECT_LE(lines, 1u) << "the teardown repeated the sticky error:\n" << teardown;
 }
 
 }  // namespace

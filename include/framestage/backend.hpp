@@ -6,6 +6,7 @@
 /// own every resource a backend hands out.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -41,6 +42,22 @@ struct CopyOp {
   void* dst;
   const void* src;
   std::size_t bytes;
+};
+
+/// @brief What a backend can tell of an address that its kernels and copies are to use.
+enum class AddressKind {
+  device,     ///< device-accessible: device, managed or mapped pinned memory
+  host_only,  ///< host memory that this device cannot reach (pageable, from malloc or new)
+  unknown,    ///< the backend cannot tell (the host backend: one address space)
+};
+
+/// @brief An address's kind and, for `device`, the allocation around it where the backend knows
+/// it (`range_bytes` 0 where it does not), so a caller can accept later addresses inside it
+/// without asking again.
+struct AddressInfo {
+  AddressKind kind = AddressKind::unknown;
+  std::uintptr_t range_begin = 0;
+  std::size_t range_bytes = 0;
 };
 
 /// @brief Opaque backend handles (cudaStream_t / cudaEvent_t on the CUDA backend).
@@ -128,6 +145,15 @@ class Backend {
   /// `staging + 16 * staging_granule`, to collect many device regions for one D2H copy.
   virtual void gather_async(const TransferDescriptor* table, std::size_t count, std::byte* staging,
                             StreamView stream) = 0;
+  /// @brief True where classify_address can tell host-only memory apart (CUDA on a device
+  /// without pageable memory access): only then is an address worth checking per call.
+  [[nodiscard]] virtual bool checks_addresses() const noexcept { return false; }
+  /// @brief What `ptr` is, for the staging calls' argument checks. Not on a hot path: callers
+  /// cache device ranges (see AddressInfo). The default knows nothing.
+  [[nodiscard]] virtual AddressInfo classify_address(const void* ptr) {
+    static_cast<void>(ptr);
+    return {};
+  }
   /// @brief Synchronous device-to-host read for checks and tests; never on a hot path. It does
   /// not wait for work on the backend's streams: wait for the frame (or stream) first.
   virtual void read_device(void* host_dst, const void* device_src, std::size_t bytes) = 0;
@@ -183,6 +209,12 @@ using Stream = detail::OwnedHandle<StreamView, &Backend::create_stream, &Backend
 /// @brief Owning, move-only event (a cudaEvent_t on the CUDA backend).
 using Event = detail::OwnedHandle<EventView, &Backend::create_event, &Backend::destroy_event>;
 
+namespace detail {
+/// Counts device blocks released through MemoryBlock, so that caches of device ranges
+/// (runtime/device_address_check.hpp) forget a range once its block is gone.
+inline std::atomic<std::uint64_t> device_blocks_released{0};
+}  // namespace detail
+
 /// @brief Where a block of memory lives.
 enum class MemoryKind { pinned, device };
 
@@ -229,6 +261,7 @@ class MemoryBlock {
       backend_->free_pinned(data_);
     } else {
       backend_->free_device(data_);
+      detail::device_blocks_released.fetch_add(1, std::memory_order_relaxed);
     }
     data_ = nullptr;
   }

@@ -62,6 +62,23 @@ class CudaBackend final : public Backend {
   void synchronize(StreamView stream) override;
 
   void copy_async(void* dst, const void* src, std::size_t bytes, StreamView stream) override;
+  /// @brief True unless the device reads pageable host memory itself
+  /// (cudaDevAttrPageableMemoryAccess), where every host address is a valid target.
+  [[nodiscard]] bool checks_addresses() const noexcept override { return !pageable_access_; }
+  /// @brief cudaPointerGetAttributes: device and managed memory are `device`, with the
+  /// allocation's range from the driver; mapped pinned memory is `device` without one;
+  /// unregistered host memory is `host_only` unless the device reads pageable memory.
+  /// @throws Error(cuda) if the runtime fails for another reason than the address.
+  [[nodiscard]] AddressInfo classify_address(const void* ptr) override;
+
+  /// @brief The most copies handed to one cudaMemcpyBatchAsync call. CUDA 13.0 with driver 580
+  /// faults (SIGSEGV inside the driver) on one batch of about 16,000 or more pinned-to-device
+  /// copies of mixed sizes that include copies under 16 B; 8,192 measured safe on an H100
+  /// (tools/batch_limit_probe.cu measures it on any GPU).
+  static constexpr std::size_t kMaxBatchCopies = 8192;
+
+  /// @brief As Backend::copy_batch_async; a list longer than kMaxBatchCopies goes out as
+  /// consecutive cudaMemcpyBatchAsync calls of at most that many copies on `stream`.
   void copy_batch_async(std::span<const CopyOp> copies, StreamView stream) override;
   void scatter_async(const TransferDescriptor* table, std::size_t count, const std::byte* staging,
                      StreamView stream) override;
@@ -72,6 +89,7 @@ class CudaBackend final : public Backend {
  private:
   int device_;
   int sm_count_ = 0;
+  bool pageable_access_ = false;  // cudaDevAttrPageableMemoryAccess
   std::string description_;
 };
 

@@ -20,11 +20,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <ostream>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 
 namespace framestage::testing {
 
@@ -157,6 +157,27 @@ class FaultInjectingBackend final : public Backend {
   [[nodiscard]] std::size_t live_device_bytes() const {
     std::lock_guard lock(mutex_);
     return live_[1];
+  }
+
+  /// @brief Classifies addresses as CUDA does on a GPU without pageable memory access
+  /// (CudaBackend::classify_address): device allocations made through this backend are
+  /// `device` with their range, pinned ones `device` without one, any other address
+  /// `host_only`. Set it before making the coordinator, which asks checks_addresses() once.
+  void emulate_address_checks(bool on) { address_checks_.store(on); }
+  /// @brief classify_address calls so far.
+  [[nodiscard]] std::uint64_t addresses_classified() const { return classified_.load(); }
+  [[nodiscard]] bool checks_addresses() const noexcept override { return address_checks_.load(); }
+  [[nodiscard]] AddressInfo classify_address(const void* ptr) override {
+    classified_.fetch_add(1, std::memory_order_relaxed);
+    const auto at = reinterpret_cast<std::uintptr_t>(ptr);
+    std::lock_guard lock(mutex_);
+    for (const auto& [begin, bytes_and_kind] : ranges_) {
+      const auto [bytes, which] = bytes_and_kind;
+      if (at < begin || at - begin >= bytes) continue;
+      return which == 1 ? AddressInfo{AddressKind::device, begin, bytes}
+                        : AddressInfo{AddressKind::device, 0, 0};
+    }
+    return {AddressKind::host_only, 0, 0};
   }
 
   [[nodiscard]] BackendKind kind() const noexcept override { return inner_->kind(); }
@@ -329,17 +350,17 @@ class FaultInjectingBackend final : public Backend {
   void* track(void* ptr, std::size_t bytes, std::size_t which) {
     if (ptr == nullptr) return ptr;
     std::lock_guard lock(mutex_);
-    sizes_[ptr] = bytes;
+    ranges_[reinterpret_cast<std::uintptr_t>(ptr)] = {bytes, which};
     live_[which] += bytes;
     return ptr;
   }
   void untrack(void* ptr, std::size_t which) noexcept {
     if (ptr == nullptr) return;
     std::lock_guard lock(mutex_);
-    const auto it = sizes_.find(ptr);
-    if (it == sizes_.end()) return;
-    live_[which] -= it->second;
-    sizes_.erase(it);
+    const auto it = ranges_.find(reinterpret_cast<std::uintptr_t>(ptr));
+    if (it == ranges_.end()) return;
+    live_[which] -= it->second.first;
+    ranges_.erase(it);
   }
 
   Backend* inner_;
@@ -356,7 +377,10 @@ class FaultInjectingBackend final : public Backend {
   std::atomic<std::size_t> pinned_budget_{kNoBudget};
   mutable std::mutex mutex_;
   std::string first_message_;
-  std::unordered_map<void*, std::size_t> sizes_;
+  // Live allocations by address: bytes, and 0 (pinned) or 1 (device).
+  std::map<std::uintptr_t, std::pair<std::size_t, std::size_t>> ranges_;
+  std::atomic<bool> address_checks_{false};
+  std::atomic<std::uint64_t> classified_{0};
   std::array<std::size_t, 2> live_{};  // pinned, device
 };
 
