@@ -181,17 +181,34 @@ int run_bench_command(const BenchArgs& args, const std::vector<std::string>& com
   }
   ProgressBar progress(specs.size() * planned_runs(options),
                        !args.quiet && ProgressBar::stderr_is_terminal());
+  // Files are rewritten after every workload, so a crash (a driver fault, say) loses only the
+  // workload it hit; stdout gets the report once, at the end or on a caught error.
+  const auto save = [&](bool to_files, bool to_stdout) {
+    for (const auto& [path, what] : {std::pair{&args.json, "--json"}, {&args.csv, "--csv"}}) {
+      if (path->empty() || (*path == "-" ? !to_stdout : !to_files)) continue;
+      write_output(*path, *path == args.json ? to_json(report).dump(2) + "\n" : to_csv(report),
+                   what);
+    }
+  };
   for (const auto& spec : specs) {
-    report.workloads.push_back(run_workload(*opened.backend, spec, options, progress));
+    try {
+      report.workloads.push_back(run_workload(*opened.backend, spec, options, progress));
+    } catch (const std::exception& e) {
+      progress.clear();
+      report.failure = "workload " + spec.name + ": " + e.what();
+      save(true, true);
+      throw;
+    }
     progress.clear();
     if (table != nullptr) {
       print_workload(table, report.workloads.back());
       std::fflush(table);
     }
+    save(true, false);
   }
   progress.clear();
-  if (!args.json.empty()) write_output(args.json, to_json(report).dump(2) + "\n", "--json");
-  if (!args.csv.empty()) write_output(args.csv, to_csv(report), "--csv");
+  report.complete = true;
+  save(true, true);
 
   std::FILE* verdict = table != nullptr ? table : stderr;
   if (report.contents_ok()) {

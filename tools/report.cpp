@@ -140,6 +140,8 @@ json to_json(const BenchReport& report) {
   }
   out["workloads"] = std::move(workloads);
   out["contents_ok"] = report.contents_ok();
+  out["complete"] = report.complete;
+  out["failure"] = report.failure.empty() ? json(nullptr) : json(report.failure);
   return out;
 }
 

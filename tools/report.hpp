@@ -21,6 +21,10 @@ struct BenchReport {
   std::string config_source;   ///< "built-in defaults" or the --config file
   BenchOptions options;
   std::vector<WorkloadResult> workloads;
+  /// @brief False while workloads remain (a report saved part way, or left by a crash).
+  bool complete = false;
+  /// @brief Why the run stopped early ("workload NAME: message"), or empty.
+  std::string failure;
 
   /// @brief True when every strategy of every workload delivered every byte.
   [[nodiscard]] bool contents_ok() const;
@@ -42,6 +46,9 @@ struct BenchReport {
 ///   `contents_ok`, `checked_bytes`, `mismatched_bytes`, `first_mismatch`, `frame_us` (every
 ///   measured frame) and, for framestage rows, `planner_choice` and `last_frame` (FrameStats)
 /// - `contents_ok`: every byte of every strategy matched
+/// - `complete`: false in a report saved while workloads remained (bench rewrites its files after
+///   each workload, so a crash leaves the ones finished); `failure`: null, or the error that
+///   stopped the run, naming its workload
 [[nodiscard]] nlohmann::ordered_json to_json(const BenchReport& report);
 
 /// @brief One row per strategy that ran, with a header line.
