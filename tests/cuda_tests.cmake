@@ -14,6 +14,8 @@ set(framestage_cuda_tests
   test_cuda_failure
   test_cuda_concurrency
   test_cuda_soak
+  test_cuda_frame_checker
+  test_cuda_device_address_check
 )
 #
 # C++20 for nvcc is given as a flag, as the top-level CMakeLists.txt does (framestage_cuda_flags):

@@ -1,0 +1,631 @@
+// Shared test helper: random frames of every shape a user can make, checked byte for byte.
+//
+// The frame checker draws each frame from every axis at once: item counts from one to past 2^20,
+// sizes fixed, uniform or log-uniform from a byte to max_item_bytes, payloads from a few bytes
+// to max_frame_bytes; destinations and sources at any alignment; ascending, descending, random
+// and interleaved issue order with full and partial overlaps (the one issued last wins); 1 to
+// max_threads threads writing disjoint regions; mirror allocations, upload, reserve_upload and
+// readback mixed in one frame. Coordinators live for an epoch of frames with a config drawn for
+// it: every strategy forced and automatic, buffering 1 to 8, fail and grow, arenas from tiny to
+// roomy. Every fourth epoch aims at a planner boundary on purpose: payloads just below, at and
+// above each pipeline chunk boundary (1 to kMaxPipelineChunks + 1 chunks), more than 2^17 and
+// 2^20 uploads, an upload arena filled until it refuses, direct-copy batches past the driver's
+// limit, frames of hundreds of MiB, and (where limits allow) one upload past 2 GiB, which
+// travels split at the 32-bit descriptor length.
+//
+// A host model of the destination applies each accepted write in issue order; a write the fail
+// policy refuses must throw out_of_memory and change nothing. Readbacks must return the
+// contents from before their frame, mirrors the bytes written, and the destination's written
+// range (plus a margin either side) must match the model whenever the pipeline drains, which it
+// does at random points and at the end of every epoch; the whole destination is compared at the
+// end. Every frame's draw comes from (seed, frame number) alone: FRAMESTAGE_CHECK_FRAME=N with
+// the same seed replays frame N (its epoch's config, fresh state). The same code runs on the
+// host backend (tests/test_frame_checker.cpp) and on a GPU (tests/test_cuda_frame_checker.cu).
+#pragma once
+
+#include <framestage/backend.hpp>
+#include <framestage/config.hpp>
+#include <framestage/coordinator.hpp>
+#include <framestage/device_buffer.hpp>
+#include <framestage/error.hpp>
+
+#include "soak.hpp"  // fill_from_seed, SoakThreads, DeviceWriter
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace framestage::testing {
+
+struct CheckerOptions {
+  std::uint64_t seed = 1;
+  std::uint64_t min_frames = 200;         ///< runs at least this many frames ...
+  double min_seconds = 0;                 ///< ... and at least this long ...
+  double max_seconds = 1e9;               ///< ... but starts no frame after this
+  std::size_t world_bytes = 8 << 20;      ///< the destination every frame writes into
+  std::size_t max_frame_bytes = 2 << 20;  ///< the largest frame payload
+  std::size_t max_item_bytes = 1 << 20;
+  std::size_t max_items = (1 << 17) + 4096;  ///< past 2^17; past 2^20 where it allows
+  unsigned max_threads = 8;
+  bool split_upload = false;  ///< one upload over 2 GiB (needs world_bytes past it)
+  std::optional<std::uint64_t> replay_frame;
+};
+
+/// The planner boundary an epoch aims at; `mixed` draws from everything.
+enum class CheckerTheme : std::uint8_t {
+  mixed,
+  chunk_boundaries,
+  many_items,
+  direct_batch,
+  fill_arena,
+  large,
+  split_upload
+};
+inline constexpr std::array<const char*, 7> kCheckerThemeNames{
+    "mixed", "chunk-boundaries", "many-items", "direct-batch", "fill-arena",
+    "large", "split-upload"};
+
+struct CheckerFigures {
+  std::uint64_t frames = 0;
+  std::uint64_t epochs = 0;
+  std::uint64_t ops = 0;
+  std::uint64_t refused = 0;
+  std::uint64_t uploaded_bytes = 0;
+  std::uint64_t bytes_checked = 0;
+  std::uint64_t bad_bytes = 0;
+  std::uint64_t most_items = 0;      ///< in one frame
+  std::uint64_t largest_frame = 0;   ///< payload bytes of one frame
+  std::uint64_t largest_upload = 0;  ///< one upload call
+  std::array<std::uint64_t, 7> theme_frames{};
+  std::array<std::uint64_t, 4> strategy_frames{};
+  double seconds = 0;
+
+  void print(const char* label) const {
+    std::printf(
+        "[ figures  ] %s: %llu frames in %llu epochs, %llu operations (%llu refused), %llu bytes "
+        "uploaded, %llu bytes checked, %llu wrong, most items in a frame %llu, largest frame "
+        "%llu B, largest upload %llu B, %.1f s\n",
+        label, static_cast<unsigned long long>(frames), static_cast<unsigned long long>(epochs),
+        static_cast<unsigned long long>(ops), static_cast<unsigned long long>(refused),
+        static_cast<unsigned long long>(uploaded_bytes),
+        static_cast<unsigned long long>(bytes_checked), static_cast<unsigned long long>(bad_bytes),
+        static_cast<unsigned long long>(most_items), static_cast<unsigned long long>(largest_frame),
+        static_cast<unsigned long long>(largest_upload), seconds);
+    std::printf("[ figures  ] frames per theme:");
+    for (std::size_t i = 0; i < theme_frames.size(); ++i)
+      std::printf(" %s %llu", kCheckerThemeNames[i],
+                  static_cast<unsigned long long>(theme_frames[i]));
+    std::printf("; per strategy:");
+    for (std::size_t i = 0; i < strategy_frames.size(); ++i)
+      std::printf(" %s %llu", std::string(to_string(static_cast<UploadStrategy>(i))).c_str(),
+                  static_cast<unsigned long long>(strategy_frames[i]));
+    std::printf("\n");
+  }
+};
+
+class FrameChecker {
+ public:
+  FrameChecker(Backend& backend, DeviceWriter write_device, CheckerOptions options)
+      : backend_(backend), write_device_(std::move(write_device)), options_(options) {}
+
+  CheckerFigures run() {
+    const auto start = std::chrono::steady_clock::now();
+    const auto elapsed = [&] {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    };
+    world_ = std::make_unique<DeviceBuffer<std::byte>>(backend_, options_.world_bytes);
+    model_.assign(options_.world_bytes, std::byte{0});
+    fill_from_seed(model_, mix(options_.seed, ~0ull));
+    write_device_(world_->data(), model_.data(), model_.size());
+    SoakThreads threads(options_.max_threads);
+    std::uint64_t frame = 0;
+    for (std::uint64_t epoch = 0; !stopped(); ++epoch) {
+      if (!options_.replay_frame && figures_.frames >= options_.min_frames &&
+          elapsed() >= options_.min_seconds && epoch >= epochs_for_every_theme())
+        break;
+      if (!options_.replay_frame && elapsed() >= options_.max_seconds) break;
+      std::mt19937_64 rng(mix(options_.seed, epoch));
+      const CheckerTheme theme = theme_of(epoch);
+      const Config config = draw_config(theme, rng);
+      const std::uint64_t count = theme == CheckerTheme::many_items ||
+                                          theme == CheckerTheme::large ||
+                                          theme == CheckerTheme::split_upload
+                                      ? 1 + rng() % 2
+                                      : 1 + rng() % 40;
+      if (options_.replay_frame && *options_.replay_frame >= frame + count) {
+        frame += count;
+        continue;
+      }
+      std::printf("[ epoch    ] %llu: frames %llu-%llu, %s, strategy %s, buffering %u, %s\n",
+                  static_cast<unsigned long long>(epoch), static_cast<unsigned long long>(frame),
+                  static_cast<unsigned long long>(frame + count - 1),
+                  kCheckerThemeNames[static_cast<std::size_t>(theme)],
+                  std::string(to_string(config.strategy)).c_str(), config.buffering,
+                  std::string(to_string(config.overflow)).c_str());
+      run_epoch(epoch, theme, config, frame, count, threads);
+      frame += count;
+      ++figures_.epochs;
+      if (options_.replay_frame) break;
+    }
+    if (!stopped()) compare_range(0, options_.world_bytes, "the whole destination at the end");
+    world_.reset();
+    figures_.seconds = elapsed();
+    return figures_;
+  }
+
+ private:
+  enum class Kind : std::uint8_t { upload, reserve, mirror, readback };
+  struct Op {
+    Kind kind = Kind::upload;
+    std::size_t offset = 0;  // in the world (upload, reserve, readback)
+    std::size_t bytes = 0;
+    std::uint64_t seed = 0;
+    std::uint8_t element_bytes = 1;  // mirror: 1, 2, 4, 8 or 16
+    bool stage_twice = false;        // mirror
+    bool accepted = false;
+    FrameSpan<std::byte> span;  // mirror
+    Readback<std::byte> readback;
+    std::vector<std::byte> want;  // readback: the world before the frame
+  };
+  struct Pending {
+    std::uint64_t frame = 0;
+    FrameTicket ticket;
+    std::vector<Op> checks;  // accepted mirrors and readbacks
+  };
+  struct alignas(16) Wide {
+    std::uint64_t low;
+    std::uint64_t high;
+  };
+
+  static std::uint64_t mix(std::uint64_t seed, std::uint64_t n) {
+    std::uint64_t z = seed * 0x9e3779b97f4a7c15 + n + 0x632be59bd9b4e019;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
+    return z ^ (z >> 31);
+  }
+  [[nodiscard]] bool stopped() const { return figures_.bad_bytes > 0 || failures_ > 0; }
+  void fail(const std::string& message) {
+    ++failures_;
+    ADD_FAILURE() << message;
+  }
+  static std::size_t log_uniform(std::mt19937_64& rng, std::size_t low, std::size_t high) {
+    if (high <= low) return low;
+    std::uniform_real_distribution<double> d(std::log(double(low)), std::log(double(high) + 1));
+    return std::clamp<std::size_t>(std::size_t(std::exp(d(rng))), low, high);
+  }
+
+  // Every fourth epoch takes the next boundary theme; the 2-GiB upload comes once, early.
+  static constexpr std::uint64_t kBoundaryThemes = 5;
+  static constexpr std::size_t kGap = 16;  // the most space between one thread's writes
+  CheckerTheme theme_of(std::uint64_t epoch) const {
+    if (epoch % 4 != 3) return CheckerTheme::mixed;
+    std::uint64_t turn = epoch / 4;
+    if (options_.split_upload && turn == 1) return CheckerTheme::split_upload;
+    if (options_.split_upload && turn > 1) --turn;
+    return static_cast<CheckerTheme>(1 + turn % kBoundaryThemes);
+  }
+  // Epochs until every theme has had its turn.
+  [[nodiscard]] std::uint64_t epochs_for_every_theme() const {
+    return 4 * (kBoundaryThemes + (options_.split_upload ? 1 : 0));
+  }
+
+  Config draw_config(CheckerTheme theme, std::mt19937_64& rng) const {
+    Config c;
+    c.buffering = 1 + static_cast<std::uint32_t>(rng() % Config::kMaxBuffering);
+    c.strategy = static_cast<UploadStrategy>(rng() % 4);
+    c.overflow = rng() % 2 == 0 ? OverflowPolicy::grow : OverflowPolicy::fail;
+    c.arena_bytes = std::size_t{4096} << (rng() % 13);
+    c.upload_arena_bytes = std::size_t{4096} << (rng() % 13);
+    c.max_uploads_per_frame = std::size_t{16} << (rng() % 14);
+    c.readback_arena_bytes = std::size_t{4096} << (rng() % 10);
+    c.max_readbacks_per_frame = std::size_t{16} << (rng() % 10);
+    c.direct_copy_threshold_bytes = std::size_t{256} << (rng() % 14);
+    c.zero_copy_max_bytes = rng() % 3 == 0 ? 0 : std::size_t{1024} << (rng() % 10);
+    c.merge_gap_bytes = rng() % 2 == 0 ? 0 : std::size_t{64} << (rng() % 10);
+    c.pipeline_chunk_bytes = std::size_t{4096} << (rng() % 8);
+    c.trim_after_frames = 1 + static_cast<std::uint32_t>(rng() % 8);
+    c.slot_timeout_ms = 120'000;
+    switch (theme) {
+      case CheckerTheme::mixed:
+        break;
+      case CheckerTheme::chunk_boundaries:
+        c.strategy = rng() % 2 == 0 ? UploadStrategy::copy_scatter : UploadStrategy::automatic;
+        c.overflow = OverflowPolicy::grow;
+        c.direct_copy_threshold_bytes = std::size_t{1} << 30;  // every item packed
+        break;
+      case CheckerTheme::direct_batch:
+        c.strategy = UploadStrategy::direct;
+        [[fallthrough]];
+      case CheckerTheme::many_items:
+      case CheckerTheme::large:
+      case CheckerTheme::split_upload:
+        c.overflow = OverflowPolicy::grow;
+        break;
+      case CheckerTheme::fill_arena:
+        c.overflow = OverflowPolicy::fail;
+        break;
+    }
+    return c;
+  }
+
+  // The items of frame `g`: sizes and kinds first, then places, overlaps and issue order.
+  std::vector<std::vector<Op>> draw_frame(std::uint64_t g, CheckerTheme theme, const Config& config,
+                                          unsigned& thread_count) {
+    std::mt19937_64 rng(mix(options_.seed ^ 0x5eed, g));
+    thread_count = 1 + static_cast<unsigned>(rng() % options_.max_threads);
+    std::size_t items = log_uniform(rng, 1, std::min<std::size_t>(options_.max_items, 20'000));
+    std::size_t budget = rng() % 20 == 0 ? log_uniform(rng, 1, options_.max_frame_bytes / 8)
+                                         : log_uniform(rng, 1, 1 << 20);
+    std::size_t low = 1;
+    std::size_t high = log_uniform(rng, 1, std::min<std::size_t>(options_.max_item_bytes, 1 << 16));
+    std::array<std::uint64_t, 4> weights{6, 3, 1, 1};
+    if (theme == CheckerTheme::mixed)
+      for (auto& w : weights)
+        w = rng() % 4;
+    switch (theme) {
+      case CheckerTheme::mixed:
+        break;
+      case CheckerTheme::chunk_boundaries: {
+        // One thread's items of one size, each a 16-byte descriptor and its payload in the
+        // arena: as many as fill k chunks, one fewer or one more, so the frame ends just below,
+        // on or just above a chunk boundary, for 1 to kMaxPipelineChunks + 1 chunks.
+        const std::size_t k = 1 + rng() % (Config::kMaxPipelineChunks + 1);
+        low = high = 1 + rng() % 256;
+        const std::size_t per_item = kStagingGranule + (low + 15) / 16 * 16;
+        items =
+            std::max<std::size_t>(1, k * config.pipeline_chunk_bytes / per_item + rng() % 3 - 1);
+        budget = items * low;
+        weights = {3, 1, 0, 0};
+        thread_count = 1;
+        break;
+      }
+      case CheckerTheme::many_items: {
+        const bool past_2_20 = options_.max_items > (std::size_t{1} << 20) + 4096 && rng() % 2;
+        items = std::min<std::size_t>(options_.max_items,
+                                      (std::size_t{1} << (past_2_20 ? 20 : 17)) + 1 + rng() % 4096);
+      }
+        high = 1 + rng() % 8;
+        budget = items * high;
+        weights = {3, 1, 0, 0};
+        break;
+      case CheckerTheme::direct_batch:
+        items = 16'384 + rng() % 40'000;
+        high = std::min<std::size_t>(16384, options_.max_item_bytes);
+        budget = std::size_t{1} << 40;
+        weights = {1, 0, 0, 0};
+        break;
+      case CheckerTheme::fill_arena:
+        items = 4 * config.max_uploads_per_frame + 64;
+        high = std::min<std::size_t>(
+            high, 4 * config.upload_arena_bytes / config.max_uploads_per_frame + 16);
+        budget = 4 * config.upload_arena_bytes + 4096;
+        weights = {1, 1, 0, 0};
+        thread_count = 1;  // one thread: the last refusal ends a full arena
+        break;
+      case CheckerTheme::large:
+        // Enough items to fill max_frame_bytes: the frame is cut to exactly that.
+        items = 64 + rng() % 64;
+        budget = options_.max_frame_bytes;
+        low = std::max<std::size_t>(1, options_.max_item_bytes / 16);
+        high = options_.max_item_bytes;
+        break;
+      case CheckerTheme::split_upload:
+        items = 1;
+        low = high = (std::size_t{1} << 31) + 4096 + 1 + rng() % 4096;
+        budget = low;
+        weights = {1, 0, 0, 0};
+        break;
+    }
+    budget = std::min(budget, std::min(options_.max_frame_bytes, options_.world_bytes / 2));
+    if (theme == CheckerTheme::split_upload) budget = low;
+    // Fixed, uniform or log-uniform sizes (chunk boundaries need one size).
+    const std::uint64_t shape = theme == CheckerTheme::chunk_boundaries ? 0 : rng() % 3;
+    const std::size_t fixed = log_uniform(rng, low, high);
+    const std::uint64_t weight_total =
+        std::max<std::uint64_t>(1, weights[0] + weights[1] + weights[2] + weights[3]);
+
+    std::vector<std::vector<Op>> ops(thread_count);
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < items && total < budget; ++i) {
+      Op op;
+      std::uint64_t pick = rng() % weight_total;
+      std::size_t kind = 0;
+      while (kind < 3 && pick >= weights[kind])
+        pick -= weights[kind++];
+      op.kind = weights[0] + weights[1] + weights[2] + weights[3] == 0 ? Kind::upload
+                                                                       : static_cast<Kind>(kind);
+      op.bytes = shape == 0   ? fixed
+                 : shape == 1 ? low + rng() % (high - low + 1)
+                              : log_uniform(rng, low, high);
+      op.bytes = std::min(op.bytes, budget - total);
+      if (op.kind == Kind::reserve) op.bytes = std::min(op.bytes, std::size_t{1} << 31);
+      op.seed = rng();
+      op.element_bytes = static_cast<std::uint8_t>(1u << (rng() % 5));
+      op.stage_twice = rng() % 4 == 0;
+      total += op.bytes;
+      ops[rng() % thread_count].push_back(std::move(op));
+    }
+
+    // Places: each thread's writes in a region of its own, ascending with gaps, from a random
+    // base; then overlaps onto earlier writes, then the issue order.
+    std::vector<std::size_t> spans(thread_count, 0);
+    for (unsigned t = 0; t < thread_count; ++t)
+      for (const Op& op : ops[t])
+        if (op.kind == Kind::upload || op.kind == Kind::reserve) spans[t] += op.bytes + kGap;
+    std::size_t whole = 0;
+    for (const std::size_t s : spans)
+      whole += s;
+    if (whole > options_.world_bytes) {
+      ADD_FAILURE() << "frame " << g << " does not fit the destination: " << whole << " bytes";
+      ++failures_;
+      for (auto& list : ops)
+        list.clear();
+      return ops;
+    }
+    std::size_t at = rng() % (options_.world_bytes - whole + 1);
+    const bool overlaps = rng() % 3 == 0;
+    const std::uint64_t order = rng() % 4;  // ascending, descending, random, interleaved
+    for (unsigned t = 0; t < thread_count; ++t) {
+      const std::size_t region_end = at + spans[t];
+      std::vector<std::size_t> writes;
+      for (std::size_t i = 0; i < ops[t].size(); ++i) {
+        Op& op = ops[t][i];
+        if (op.kind == Kind::readback) {
+          op.bytes = std::max<std::size_t>(1, std::min(op.bytes, options_.world_bytes / 4));
+          op.offset = rng() % (options_.world_bytes - op.bytes + 1);
+          continue;
+        }
+        if (op.kind == Kind::mirror) continue;
+        op.offset = at + rng() % kGap;
+        at = op.offset + op.bytes;
+        if (overlaps && !writes.empty() && rng() % 3 == 0) {
+          const Op& earlier = ops[t][writes[rng() % writes.size()]];
+          op.offset = earlier.offset + (rng() % 2 == 0 ? 0 : rng() % earlier.bytes);
+          op.bytes = std::min(op.bytes, region_end - op.offset);
+        }
+        writes.push_back(i);
+      }
+      at = region_end;
+      std::vector<Op>& list = ops[t];
+      if (order == 1) std::reverse(list.begin(), list.end());
+      if (order == 2) std::shuffle(list.begin(), list.end(), rng);
+      if (order == 3) {
+        std::vector<Op> woven;
+        const std::size_t half = (list.size() + 1) / 2;
+        for (std::size_t i = 0; i < half; ++i) {
+          woven.push_back(std::move(list[i]));
+          if (half + i < list.size()) woven.push_back(std::move(list[half + i]));
+        }
+        list = std::move(woven);
+      }
+    }
+    return ops;
+  }
+
+  template <class T>
+  void mirror(Coordinator& c, Op& op) {
+    FrameSpan<T> span = c.frame_alloc<T>(std::max<std::size_t>(1, op.bytes / sizeof(T)));
+    const std::span<std::byte> raw = std::as_writable_bytes(std::span<T>(span));
+    fill_from_seed(raw, op.seed);
+    op.span = FrameSpan<std::byte>(raw, span.frame());
+    op.accepted = true;
+    c.stage_for_upload(span);
+    if (op.stage_twice) c.stage_for_upload(span);
+  }
+
+  void run_op(Coordinator& c, Op& op, std::vector<std::byte>& scratch) {
+    std::byte* world = world_->data();
+    switch (op.kind) {
+      case Kind::upload: {
+        // The source at an odd alignment as often as not.
+        const std::size_t skew = op.seed % 16;
+        scratch.resize(op.bytes + skew);
+        fill_from_seed(std::span(scratch).subspan(skew, op.bytes), op.seed);
+        c.upload<std::byte>(world + op.offset, std::span(scratch).subspan(skew, op.bytes));
+        op.accepted = true;
+        break;
+      }
+      case Kind::reserve: {
+        FrameSpan<std::byte> span = c.reserve_upload<std::byte>(world + op.offset, op.bytes);
+        fill_from_seed(span, op.seed);
+        op.accepted = true;
+        break;
+      }
+      case Kind::mirror:
+        switch (op.element_bytes) {
+          case 1:
+            mirror<std::uint8_t>(c, op);
+            break;
+          case 2:
+            mirror<std::uint16_t>(c, op);
+            break;
+          case 4:
+            mirror<std::uint32_t>(c, op);
+            break;
+          case 8:
+            mirror<std::uint64_t>(c, op);
+            break;
+          default:
+            mirror<Wide>(c, op);
+            break;
+        }
+        break;
+      case Kind::readback:
+        op.readback = c.readback<std::byte>(world + op.offset, op.bytes);
+        op.accepted = true;
+        break;
+    }
+  }
+
+  void run_epoch(std::uint64_t epoch, CheckerTheme theme, const Config& config, std::uint64_t first,
+                 std::uint64_t count, SoakThreads& threads) {
+    std::mt19937_64 rng(mix(options_.seed ^ 0xd8a1, epoch));
+    std::deque<Pending> pending;
+    dirty_low_ = options_.world_bytes;
+    dirty_high_ = 0;
+    try {
+      Coordinator c(config, backend_);
+      std::vector<std::vector<std::byte>> scratch(options_.max_threads);
+      for (std::uint64_t g = first; g < first + count && !stopped(); ++g) {
+        if (options_.replay_frame && g != *options_.replay_frame) continue;
+        const std::uint64_t k = c.current_frame() + 1;
+        while (!pending.empty() && pending.front().frame + config.buffering <= k) {
+          check_pending(c, pending.front());
+          pending.pop_front();
+        }
+        unsigned thread_count = 1;
+        std::vector<std::vector<Op>> ops = draw_frame(g, theme, config, thread_count);
+        // Readbacks see the world before this frame.
+        for (auto& list : ops)
+          for (Op& op : list)
+            if (op.kind == Kind::readback)
+              op.want.assign(model_.begin() + static_cast<std::ptrdiff_t>(op.offset),
+                             model_.begin() + static_cast<std::ptrdiff_t>(op.offset + op.bytes));
+        c.begin_frame();
+        std::vector<std::string> errors(thread_count);
+        std::vector<std::uint64_t> refused(thread_count, 0);
+        const std::function<void(unsigned)> body = [&](unsigned t) {
+          if (t >= thread_count) return;
+          std::size_t refused_in_a_row = 0;
+          for (Op& op : ops[t]) {
+            try {
+              run_op(c, op, scratch[t]);
+              refused_in_a_row = 0;
+            } catch (const Error& e) {
+              if (e.category() == ErrorCategory::out_of_memory &&
+                  config.overflow == OverflowPolicy::fail) {
+                ++refused[t];
+                // A full arena refuses the rest: a few more tries show it stays consistent.
+                if (++refused_in_a_row == 16) return;
+                continue;
+              }
+              errors[t] = "thread " + std::to_string(t) + ": " + e.what();
+              return;
+            }
+          }
+        };
+        threads.run(body);
+        for (const std::string& e : errors)
+          if (!e.empty()) return fail("frame " + std::to_string(g) + ": " + e);
+        Pending p;
+        p.frame = k;
+        p.ticket = c.end_frame();
+        std::uint64_t frame_items = 0;
+        std::uint64_t frame_bytes = 0;
+        for (unsigned t = 0; t < thread_count; ++t) {
+          figures_.refused += refused[t];
+          for (Op& op : ops[t]) {
+            ++figures_.ops;
+            ++frame_items;
+            if (!op.accepted) continue;
+            frame_bytes += op.bytes;
+            if (op.kind == Kind::upload || op.kind == Kind::reserve) {
+              fill_from_seed(std::span(model_).subspan(op.offset, op.bytes), op.seed);
+              dirty_low_ = std::min(dirty_low_, op.offset);
+              dirty_high_ = std::max(dirty_high_, op.offset + op.bytes);
+              figures_.uploaded_bytes += op.bytes;
+              figures_.largest_upload = std::max<std::uint64_t>(figures_.largest_upload, op.bytes);
+            } else {
+              p.checks.push_back(std::move(op));
+            }
+          }
+        }
+        if (theme == CheckerTheme::fill_arena && refused[0] == 0 && !ops[0].empty()) {
+          fail("frame " + std::to_string(g) + ": the fill-arena frame was never refused");
+        }
+        figures_.most_items = std::max(figures_.most_items, frame_items);
+        figures_.largest_frame = std::max(figures_.largest_frame, frame_bytes);
+        ++figures_.frames;
+        ++figures_.theme_frames[static_cast<std::size_t>(theme)];
+        ++figures_.strategy_frames[static_cast<std::size_t>(config.strategy)];
+        pending.push_back(std::move(p));
+        // Drain now and then, and always before much unchecked data piles up.
+        if (rng() % 4 == 0 || dirty_high_ - std::min(dirty_low_, dirty_high_) > (256u << 20)) {
+          drain(c, pending);
+        }
+      }
+      drain(c, pending);
+    } catch (const Error& e) {
+      fail("epoch " + std::to_string(epoch) + ": " + e.what());
+    }
+  }
+
+  void drain(Coordinator& c, std::deque<Pending>& pending) {
+    c.synchronize();
+    for (Pending& p : pending)
+      check_pending(c, p);
+    pending.clear();
+    if (dirty_high_ > dirty_low_) {
+      constexpr std::size_t kMargin = 4096;
+      const std::size_t low = dirty_low_ > kMargin ? dirty_low_ - kMargin : 0;
+      const std::size_t high = std::min(options_.world_bytes, dirty_high_ + kMargin);
+      compare_range(low, high, "the destination");
+    }
+    dirty_low_ = options_.world_bytes;
+    dirty_high_ = 0;
+  }
+
+  void check_pending(const Coordinator& c, Pending& p) {
+    p.ticket.wait(std::chrono::milliseconds{120'000});
+    std::vector<std::byte> want;
+    for (Op& op : p.checks) {
+      if (op.kind == Kind::readback) {
+        compare(op.readback.get(std::chrono::milliseconds{120'000}), op.want, "readback", p.frame);
+        continue;
+      }
+      want.resize(op.span.size());
+      fill_from_seed(want, op.seed);
+      std::vector<std::byte> got(op.span.size());
+      backend_.read_device(got.data(), c.device_ptr(op.span), got.size());
+      compare(got, want, "mirror", p.frame);
+    }
+  }
+
+  void compare_range(std::size_t low, std::size_t high, const char* what) {
+    std::vector<std::byte> got(high - low);
+    backend_.read_device(got.data(), world_->data() + low, got.size());
+    compare(got, std::span<const std::byte>(model_).subspan(low, high - low), what, 0, low);
+  }
+
+  void compare(std::span<const std::byte> got, std::span<const std::byte> want, const char* what,
+               std::uint64_t frame, std::size_t base = 0) {
+    figures_.bytes_checked += want.size();
+    if (std::memcmp(got.data(), want.data(), want.size()) == 0) return;
+    std::size_t first = 0;
+    std::size_t differing = 0;
+    for (std::size_t i = 0; i < want.size(); ++i)
+      if (got[i] != want[i] && differing++ == 0) first = i;
+    figures_.bad_bytes += differing;
+    ADD_FAILURE() << what << " (frame " << frame << " of its epoch): " << differing << " of "
+                  << want.size() << " bytes wrong, the first at offset " << base + first << " (got "
+                  << static_cast<unsigned>(got[first]) << ", want "
+                  << static_cast<unsigned>(want[first]) << "); replay with the seed above and "
+                  << "FRAMESTAGE_CHECK_FRAME";
+  }
+
+  Backend& backend_;
+  DeviceWriter write_device_;
+  CheckerOptions options_;
+  std::unique_ptr<DeviceBuffer<std::byte>> world_;
+  std::vector<std::byte> model_;
+  std::size_t dirty_low_ = 0;
+  std::size_t dirty_high_ = 0;
+  CheckerFigures figures_;
+  std::uint64_t failures_ = 0;
+};
+
+}  // namespace framestage::testing

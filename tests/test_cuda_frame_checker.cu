@@ -1,0 +1,83 @@
+// The frame checker (tests/support/frame_checker.hpp) on a GPU: random frames of every shape and
+// every planner boundary through the CUDA backend, byte for byte against a host model.
+//
+//   default (ctest)               2,000 frames; destination 64 MiB, frames to 16 MiB, items to
+//                                 4 MiB, 16 threads, more than 2^17 uploads in a frame
+//   FRAMESTAGE_TEST_SCALE=full    at least 10,000 frames and 120 s (tools/gpu-check): destination
+//                                 2.25 GiB, frames to 512 MiB, items to 64 MiB, more than 2^20
+//                                 uploads in a frame, and one upload past 2 GiB (the 32-bit split)
+//   FRAMESTAGE_TEST_QUICK=1       40 frames, small sizes (compute-sanitizer)
+// FRAMESTAGE_CHECK_FRAMES, FRAMESTAGE_CHECK_SEED and FRAMESTAGE_CHECK_FRAME=N (replay frame N)
+// override. Skips without a device.
+#include <framestage/cuda_backend.hpp>
+
+#include "cuda_test_support.cuh"
+#include "support/frame_checker.hpp"
+#include "support/test_scale.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cuda_runtime.h>
+
+namespace framestage {
+namespace {
+
+using testing::CheckerOptions;
+using testing::CheckerTheme;
+using testing::env_count;
+using testing::FrameChecker;
+using testing::scale_is_full;
+using testing::scale_is_quick;
+using testing::scaled_count;
+
+using CudaFrameChecker = testing::CudaTest;
+
+TEST_F(CudaFrameChecker, EveryShapeArrivesByteForByte) {
+  CheckerOptions options;
+  options.min_frames = scaled_count("FRAMESTAGE_CHECK_FRAMES", 2'000, 10'000, 40);
+  options.seed = testing::announce_seed(env_count("FRAMESTAGE_CHECK_SEED").value_or(20261207));
+  options.replay_frame = env_count("FRAMESTAGE_CHECK_FRAME");
+  options.max_threads = 16;
+  if (scale_is_quick()) {
+    options.max_threads = 4;
+  } else if (scale_is_full()) {
+    options.min_seconds = 120;
+    options.max_seconds = 400;
+    options.world_bytes = (std::size_t{9} << 30) / 4;
+    options.max_frame_bytes = std::size_t{512} << 20;
+    options.max_item_bytes = std::size_t{64} << 20;
+    options.max_items = (std::size_t{1} << 20) + 4096;
+    options.split_upload = true;
+  } else {
+    options.world_bytes = std::size_t{64} << 20;
+    options.max_frame_bytes = std::size_t{16} << 20;
+    options.max_item_bytes = std::size_t{4} << 20;
+  }
+  FrameChecker checker(
+      backend(),
+      [](void* dst, const void* src, std::size_t bytes) {
+        FRAMESTAGE_TEST_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+      },
+      options);
+  const auto figures = checker.run();
+  figures.print(("frame checker, " + backend().describe()).c_str());
+  EXPECT_EQ(figures.bad_bytes, 0u);
+  if (options.replay_frame) return;
+  EXPECT_GE(figures.frames, options.min_frames);
+  for (std::size_t theme = 0; theme < figures.theme_frames.size(); ++theme) {
+    if (static_cast<CheckerTheme>(theme) == CheckerTheme::split_upload && !options.split_upload)
+      continue;
+    EXPECT_GT(figures.theme_frames[theme], 0u) << testing::kCheckerThemeNames[theme];
+  }
+  for (const std::uint64_t frames : figures.strategy_frames)
+    EXPECT_GT(frames, 0u);
+  if (scale_is_full()) {
+    EXPECT_GE(figures.seconds, options.min_seconds);
+    EXPECT_GT(figures.most_items, std::uint64_t{1} << 20);
+    EXPECT_GT(figures.largest_upload, std::uint64_t{1} << 31);
+    EXPECT_GE(figures.largest_frame, options.max_frame_bytes);
+  }
+}
+
+}  // namespace
+}  // namespace framestage
