@@ -13,7 +13,7 @@
 
 #include <mpi.h>
 
-#include <CLI/CLI.hpp>
+#include "cli_style.hpp"
 
 #include <algorithm>
 #include <array>
@@ -63,8 +63,7 @@ CLI::Validator at_least(std::uint32_t least) {
 
 // The command line, in the framestage program's style (tools/framestage_main.cpp).
 void describe_options(CLI::App& app, Options& o) {
-  app.footer(kExitStatus);
-  app.get_formatter()->column_width(34);
+  tools::apply_cli_style(app, kExitStatus);
   app.add_option("--nx", o.nx, "columns, at least 3")->check(at_least(3))->capture_default_str();
   app.add_option("--ny", o.ny, "rows, at least one per rank")
       ->check(at_least(1))
@@ -354,13 +353,11 @@ int main(int argc, char** argv) {
   Options options;
   CLI::App app{kDescription, "framestage_mpi_stencil"};
   describe_options(app, options);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    // Every rank parsed the same command line; one says what was wrong.
-    const int code = rank == 0 ? app.exit(e) : e.get_exit_code();
+  // Every rank parses the same command line; rank 0 says what was wrong.
+  if (const auto status =
+          framestage::tools::parse_command_line(app, argc, argv, kUsage, rank != 0)) {
     MPI_Finalize();
-    return code == 0 ? kOk : kUsage;
+    return *status;
   }
   int status = kOk;
   try {

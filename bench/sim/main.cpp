@@ -8,7 +8,7 @@
 #include <framestage/error.hpp>
 #include <framestage/host_backend.hpp>
 
-#include <CLI/CLI.hpp>
+#include "cli_style.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -64,8 +64,7 @@ void add_optional(CLI::App& app, const char* name, std::optional<T>& value, cons
 
 // The command line, in the framestage program's style (tools/framestage_main.cpp).
 void describe_options(CLI::App& app, Options& o) {
-  app.footer(kExitStatus);
-  app.get_formatter()->column_width(34);
+  tools::apply_cli_style(app, kExitStatus);
   add_optional(app, "--grid", o.grid,
                "cells per side (default 1024 on a GPU, 256 on host emulation)");
   add_optional(app, "--ticks", o.ticks,
@@ -229,11 +228,8 @@ int main(int argc, char** argv) {
   Options options;
   CLI::App app{kDescription, "framestage_sim"};
   describe_options(app, options);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? kOk : kUsage;
+  if (const auto status = framestage::tools::parse_command_line(app, argc, argv, kUsage)) {
+    return *status;
   }
   try {
     return run(options);
