@@ -3,6 +3,7 @@
 #include <framestage/frame_arena.hpp>
 #include <framestage/stream_copy.hpp>
 
+#include "device_address_check.hpp"
 #include "frame_staging.hpp"
 #include "frame_state.hpp"
 #include "nvtx_range.hpp"
@@ -24,55 +25,13 @@ namespace {
 constexpr std::size_t kMaxBlocks = 1 + FrameArena::kMaxOverflowBlocks;
 
 // Bytes of one arena block: a staged span, an upload's payload, or a merged run of them.
-struct ArenaRange {
-  std::uint32_t block;
-  std::size_t offset;
-  std::size_t bytes;
-};
+using ArenaRange = StagedRange;
 
 // One upload's payload in the arena; its destinations, one per device, are kept beside it.
 struct UploadRecord {
   std::uint32_t block;
   std::uint32_t bytes;
   std::size_t offset;
-};
-
-// Staged ranges of one frame: one fetch_add and a write into fixed storage, under a lock beyond.
-class StagedList {
- public:
-  explicit StagedList(std::size_t capacity) : fixed_(capacity) {}
-
-  void push(const ArenaRange& range) {
-    const std::size_t i = count_.fetch_add(1, std::memory_order_relaxed);
-    if (i < fixed_.size()) [[likely]] {
-      fixed_[i] = range;
-      return;
-    }
-    std::lock_guard lock(mutex_);
-    extra_.push_back(range);
-  }
-
-  // Owner thread, after every push of the frame (the other threads' calls happen before it).
-  [[nodiscard]] std::size_t size() const { return fixed_count() + extra_.size(); }
-  void append_to(std::vector<ArenaRange>& out) const {
-    out.insert(out.end(), fixed_.begin(),
-               fixed_.begin() + static_cast<std::ptrdiff_t>(fixed_count()));
-    out.insert(out.end(), extra_.begin(), extra_.end());
-  }
-  void clear() {
-    count_.store(0, std::memory_order_relaxed);
-    extra_.clear();
-  }
-
- private:
-  [[nodiscard]] std::size_t fixed_count() const {
-    return std::min(count_.load(std::memory_order_relaxed), fixed_.size());
-  }
-
-  std::vector<ArenaRange> fixed_;
-  std::atomic<std::size_t> count_{0};
-  std::mutex mutex_;
-  std::vector<ArenaRange> extra_;
 };
 
 // Uploads of one frame in issue order (the fetch_add order), each with one destination per
@@ -219,12 +178,13 @@ void BroadcastTicket::wait(std::chrono::milliseconds timeout) const {
 // ---- Broadcast -------------------------------------------------------------------------------
 
 struct Broadcast::Impl {
-  Impl(const Config& cfg, std::span<Backend* const> devs, BroadcastRoute r)
-      : config(validated(cfg, devs, r)),
-        devices(devs.begin(), devs.end()),
+  Impl(detail::FrameStaging& f, std::span<Backend* const> devs, BroadcastRoute r)
+      : frames(f),
+        config(f.config),
+        state(f.state),
+        devices(validated(devs, r)),
         route(r),
-        staged(cfg.max_uploads_per_frame),
-        uploads(cfg.max_uploads_per_frame, devs.size(), cfg.overflow) {
+        uploads(config.max_uploads_per_frame, devs.size(), config.overflow) {
     slots.resize(config.buffering);
     for (Slot& s : slots) {
       s.arena = std::make_unique<FrameArena>(*devices[0], config.arena_bytes, config.overflow,
@@ -236,6 +196,7 @@ struct Broadcast::Impl {
     queues.resize(devices.size());
     for (std::size_t k = 0; k < devices.size(); ++k) {
       Backend& b = *devices[k];
+      addresses.emplace_back(b);
       DeviceQueues& q = queues[k];
       q.consumer = Stream(b);
       q.drained = Event(b);
@@ -264,8 +225,8 @@ struct Broadcast::Impl {
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
 
-  static Config validated(const Config& cfg, std::span<Backend* const> devs, BroadcastRoute r) {
-    cfg.validate();
+  // The device list, checked (the config was, by the StagingFront).
+  static std::vector<Backend*> validated(std::span<Backend* const> devs, BroadcastRoute r) {
     FRAMESTAGE_EXPECTS(!devs.empty(), misuse,
                        "Broadcast: the device list is empty; pass one backend per device");
     FRAMESTAGE_EXPECTS(devs.size() <= kMaxDevices, misuse, "Broadcast: at most ", kMaxDevices,
@@ -285,10 +246,10 @@ struct Broadcast::Impl {
             "same HostBackend for every device, or use from_host");
       }
     }
-    return cfg;
+    return {devs.begin(), devs.end()};
   }
 
-  Slot& current() { return slots[slot]; }
+  Slot& current() { return slots[frames.slot]; }
 
   // Gives devices 1..N-1 a mirror of each of the slot's first `blocks` arena blocks (kept while
   // it mirrors the same block and is large enough), and frees the mirrors of blocks beyond.
@@ -372,19 +333,17 @@ struct Broadcast::Impl {
 
   // Declaration order is destruction order reversed: the streams go first, so work a backend
   // still runs on destruction finds the memory it uses.
-  Config config;
+  detail::FrameStaging& frames;  // state, frame, slot, staged ranges: the StagingFront's
+  const Config& config;
+  detail::FrameState& state;
   std::vector<Backend*> devices;
   BroadcastRoute route;
   std::vector<Slot> slots;
-  StagedList staged;
   UploadList uploads;
   std::vector<DeviceQueues> queues;
+  std::vector<detail::DeviceAddressCheck> addresses;  // one per device: host pointers refused
   std::vector<std::vector<detail::BroadcastTarget>> targets;  // per slot, what tickets point at
 
-  detail::FrameState state{"broadcast"};  // between frames, in one, or failed for good
-  std::uint64_t frame = 0;
-  std::uint32_t slot = 0;
-  std::optional<std::uint32_t> unretired_slot;
   BroadcastFrameStats last;
 
   // end_frame's scratch, kept so that a frame allocates nothing once they have grown.
@@ -397,27 +356,21 @@ struct Broadcast::Impl {
 };
 
 Broadcast::Broadcast(const Config& config, std::span<Backend* const> devices, BroadcastRoute route)
-    : impl_(std::make_unique<Impl>(config, devices, route)) {}
+    : StagingFront("broadcast", config), impl_(std::make_unique<Impl>(staging(), devices, route)) {}
 
 Broadcast::~Broadcast() = default;
 
 void Broadcast::begin_frame() {
   const detail::NvtxRange range("framestage::Broadcast::begin_frame");
   Impl& m = *impl_;
-  m.state.expect_between_frames("begin_frame: frame ", m.frame,
-                                " is still open; call end_frame first");
-  const std::uint64_t next = m.frame + 1;
-  const auto slot = static_cast<std::uint32_t>((next - 1) % m.slots.size());
+  const std::uint32_t slot = m.frames.next_slot(m.slots.size());
   Slot& s = m.slots[slot];
   m.state.guarded([&] {
     // The user has enqueued the last frame's kernels by now: mark where its readers end.
-    if (m.unretired_slot) {
-      for (std::size_t k = 0; k < m.devices.size(); ++k) {
-        m.devices[k]->record_event(m.queues[k].retired[*m.unretired_slot].native(),
-                                   m.queues[k].consumer.view());
-      }
-      m.unretired_slot.reset();
-    }
+    m.frames.retire_last_frame([&](std::uint32_t last) {
+      for (std::size_t k = 0; k < m.devices.size(); ++k)
+        m.devices[k]->record_event(m.queues[k].retired[last].native(), m.queues[k].consumer.view());
+    });
     // Every device: the slot's copies (on device 0 under via_first_device, also what the other
     // devices copied from its mirror), then its readers, which ran after its scatters.
     for (std::size_t k = 0; k < m.devices.size(); ++k)
@@ -427,29 +380,15 @@ void Broadcast::begin_frame() {
     (void)s.arena->reset(m.config.arena_bytes, m.config.trim_after_frames);
     m.ensure_mirrors(s, 1);
   });
-  m.staged.clear();
   m.uploads.clear();
-  m.frame = next;
-  m.slot = slot;
-  s.frame = next;
-  m.state.open();
-}
-
-std::byte* Broadcast::allocate_bytes(std::size_t count, std::size_t bytes, std::size_t alignment) {
-  Impl& m = *impl_;
-  return detail::frame_alloc_from(m.state, *m.current().arena, count, bytes, alignment);
-}
-
-void Broadcast::stage_bytes(const void* ptr, std::size_t bytes, std::uint64_t frame) {
-  Impl& m = *impl_;
-  const auto where = detail::locate_staged(m.state, *m.current().arena, ptr, bytes, frame, m.frame);
-  if (where) m.staged.push({where->block, where->offset, bytes});
+  s.frame = m.frames.frame + 1;
+  m.frames.open(slot, *s.arena);
 }
 
 void* Broadcast::device_address(const void* ptr, std::size_t bytes, std::uint64_t frame,
                                 std::size_t device) const {
   const Impl& m = *impl_;
-  const auto [s, where] = detail::locate_in_slot(m.state, m.slots, m.frame, ptr, bytes, frame);
+  const auto [s, where] = detail::locate_in_slot(m.frames, m.slots, ptr, bytes, frame);
   FRAMESTAGE_EXPECTS(device < m.devices.size(), misuse, "device_ptr: device index ", device,
                      " out of range: the broadcast has ", m.devices.size(), " devices");
   const FrameArena::BlockView view = s.arena->block(where.block);
@@ -473,30 +412,29 @@ void Broadcast::upload_bytes(const std::uint64_t* targets, std::size_t count, co
     FRAMESTAGE_EXPECTS(targets[k] != 0, misuse, "upload: null destination for device ", k, " of ",
                        n, " (", bytes, " bytes)");
   }
-  if (bytes == 0) return;
-  FRAMESTAGE_EXPECTS(src != nullptr, misuse, "upload: null source for ", bytes, " bytes");
+  if (!detail::expect_upload_source(src, bytes)) return;
+  for (std::size_t k = 0; k < n; ++k)
+    m.addresses[k].expect(reinterpret_cast<const void*>(targets[k]), bytes, "upload",
+                          "destination");
   std::array<std::uint64_t, kMaxDevices> at{};
-  std::copy_n(targets, n, at.begin());
   FrameArena& arena = *m.current().arena;
   const auto* from = static_cast<const std::byte*>(src);
-  // Descriptors hold 32-bit lengths: larger uploads travel as consecutive pieces.
-  while (bytes > 0) {
-    const std::size_t piece = std::min(bytes, kMaxUploadPieceBytes);
-    std::byte* payload = arena.allocate(piece, kStagingGranule).host;
-    const auto where = arena.locate(payload, piece);
-    FRAMESTAGE_EXPECTS(where.has_value(), misuse, "upload: the arena lost an allocation of ", piece,
-                       " bytes");
-    FRAMESTAGE_EXPECTS(where->offset / kStagingGranule <= std::numeric_limits<std::uint32_t>::max(),
-                       out_of_memory, "upload: the payload lands at arena offset ", where->offset,
-                       ", beyond the 64 GiB an upload descriptor addresses; keep arena_bytes at "
-                       "most 64 GiB when uploading");
-    m.uploads.push({where->block, static_cast<std::uint32_t>(piece), where->offset}, at.data());
-    stream_copy(payload, from, piece);
-    for (std::size_t k = 0; k < n; ++k)
-      at[k] += piece;
-    from += piece;
-    bytes -= piece;
-  }
+  detail::for_each_upload_piece(
+      bytes, kMaxUploadPieceBytes, [&](std::size_t offset, std::size_t piece) {
+        for (std::size_t k = 0; k < n; ++k)
+          at[k] = targets[k] + offset;
+        std::byte* payload = arena.allocate(piece, kStagingGranule).host;
+        const auto where = arena.locate(payload, piece);
+        FRAMESTAGE_EXPECTS(where.has_value(), misuse, "upload: the arena lost an allocation of ",
+                           piece, " bytes");
+        FRAMESTAGE_EXPECTS(
+            where->offset / kStagingGranule <= std::numeric_limits<std::uint32_t>::max(),
+            out_of_memory, "upload: the payload lands at arena offset ", where->offset,
+            ", beyond the 64 GiB an upload descriptor addresses; keep arena_bytes at "
+            "most 64 GiB when uploading");
+        m.uploads.push({where->block, static_cast<std::uint32_t>(piece), where->offset}, at.data());
+        stream_copy(payload, from + offset, piece);
+      });
 }
 
 void Broadcast::expect_replicated(std::size_t devices, std::size_t size, std::size_t first,
@@ -510,9 +448,10 @@ void Broadcast::expect_replicated(std::size_t devices, std::size_t size, std::si
 BroadcastTicket Broadcast::end_frame() {
   const detail::NvtxRange range("framestage::Broadcast::end_frame");
   Impl& m = *impl_;
-  m.state.expect_frame_open("end_frame without begin_frame (last frame ", m.frame,
-                            " already ended)");
+  m.frames.expect_frame_open();
   Slot& s = m.current();
+  const std::uint32_t slot = m.frames.slot;
+  const std::size_t staged_calls = m.frames.staged.calls();
   const std::size_t devices = m.devices.size();
   const std::size_t blocks = s.arena->block_count();
   const std::size_t n = m.uploads.size();
@@ -521,8 +460,8 @@ BroadcastTicket Broadcast::end_frame() {
   // nothing, so the frame stays open and end_frame may be called again.
   for (std::size_t b = 0; b < blocks; ++b)
     m.views[b] = s.arena->block(b);
-  m.ranges.clear();
-  m.staged.append_to(m.ranges);
+  const auto staged = m.frames.staged.all();
+  m.ranges.assign(staged.begin(), staged.end());
   for (std::size_t i = 0; i < n; ++i) {
     const UploadRecord& r = m.uploads.record(i);
     m.ranges.push_back({r.block, r.offset, r.bytes});
@@ -595,22 +534,22 @@ BroadcastTicket Broadcast::end_frame() {
       Backend& b = *m.devices[k];
       DeviceQueues& q = m.queues[k];
       SlotDevice& sd = s.devices[k];
-      const StreamView copies = q.slot_streams[m.slot].view();
+      const StreamView copies = q.slot_streams[slot].view();
       const bool table = n > 0 && m.overlaps[k] == 0;
       const std::size_t table_bytes = n * sizeof(TransferDescriptor);
       if (table) b.copy_async(sd.table_device.data(), sd.table_host.data(), table_bytes, copies);
       const bool from_device_0 = peer && k > 0;
       // Device 0's copies are enqueued by now: k = 0 went first.
-      if (from_device_0) b.stream_wait_event(copies, m.queues[0].copies_done[m.slot].native());
+      if (from_device_0) b.stream_wait_event(copies, m.queues[0].copies_done[slot].native());
       for (const ArenaRange& r : m.runs) {
         const std::byte* src =
             from_device_0 ? m.mirror(s, 0, r.block) + r.offset : m.views[r.block].host + r.offset;
         b.copy_async(m.mirror(s, k, r.block) + r.offset, src, r.bytes, copies);
       }
-      b.record_event(q.copies_done[m.slot].native(), copies);
+      b.record_event(q.copies_done[slot].native(), copies);
 
       const StreamView consumer = q.consumer.view();
-      b.stream_wait_event(consumer, q.copies_done[m.slot].native());
+      b.stream_wait_event(consumer, q.copies_done[slot].native());
       if (table) {
         const auto* device_table =
             reinterpret_cast<const TransferDescriptor*>(sd.table_device.data());
@@ -628,15 +567,15 @@ BroadcastTicket Broadcast::end_frame() {
                        m.mirror(s, k, r.block) + r.offset, r.bytes, consumer);
         }
       }
-      b.record_event(q.ready[m.slot].native(), consumer);
+      b.record_event(q.ready[slot].native(), consumer);
     }
   });
 
   BroadcastFrameStats& f = m.last;
   f = BroadcastFrameStats{};
-  f.frame = m.frame;
-  f.slot = m.slot;
-  f.staged_ranges = m.staged.size();
+  f.frame = m.frames.frame;
+  f.slot = slot;
+  f.staged_ranges = staged_calls;
   f.uploads = n;
   f.copy_runs = m.runs.size();
   f.copy_bytes = run_bytes;
@@ -647,9 +586,8 @@ BroadcastTicket Broadcast::end_frame() {
   f.arena_used_bytes = s.arena->used_bytes();
   f.arena_overflowed = s.arena->overflowed();
 
-  m.unretired_slot = m.slot;
-  m.state.close();
-  return BroadcastTicket(m.frame, m.slot, m.targets[m.slot]);
+  m.frames.close();
+  return BroadcastTicket(m.frames.frame, slot, m.targets[slot]);
 }
 
 void Broadcast::synchronize() {
@@ -670,20 +608,8 @@ Backend& Broadcast::backend(std::size_t device) const {
 BroadcastRoute Broadcast::route() const noexcept {
   return impl_->route;
 }
-const Config& Broadcast::config() const noexcept {
-  return impl_->config;
-}
 const BroadcastFrameStats& Broadcast::last_frame() const noexcept {
   return impl_->last;
-}
-std::uint64_t Broadcast::current_frame() const noexcept {
-  return impl_->frame;
-}
-bool Broadcast::frame_open() const noexcept {
-  return impl_->state.in_frame();
-}
-bool Broadcast::failed() const noexcept {
-  return impl_->state.failed();
 }
 
 }  // namespace framestage

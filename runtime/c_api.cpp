@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -191,6 +193,15 @@ fs::FrameSpan<std::byte> frame_alloc_aligned(fs::Coordinator& c, std::size_t byt
   return fs::FrameSpan<std::byte>({reinterpret_cast<std::byte*>(span.data()), bytes}, span.frame());
 }
 
+// frame_alloc_aligned<1>, <2>, <4> ... <256>, indexed by log2 of the alignment.
+constexpr std::size_t kMaxFrameAllocAlignment = 256;
+template <std::size_t... Log2>
+constexpr auto frame_alloc_table(std::index_sequence<Log2...>) {
+  return std::array{&frame_alloc_aligned<std::size_t{1} << Log2>...};
+}
+constexpr auto kFrameAllocAligned =
+    frame_alloc_table(std::make_index_sequence<std::bit_width(kMaxFrameAllocAlignment)>{});
+
 using ByteReadback = fs::Readback<std::byte>;
 static_assert(std::is_trivially_copyable_v<ByteReadback>);
 static_assert(sizeof(ByteReadback) <= sizeof(framestage_readback::internal));
@@ -208,6 +219,21 @@ fs::FrameTicket ticket_of(const framestage_ticket* ticket, const char* function)
                      ": the ticket is empty (not from framestage_end_frame)");
   return fs::FrameTicket(static_cast<fs::Backend*>(ticket->backend), ticket->frame, ticket->slot,
                          fs::StreamView(ticket->stream), fs::EventView(ticket->event));
+}
+
+// framestage_device_write and framestage_device_read: the coordinator and both pointers checked,
+// nothing to do for 0 bytes, then `copy(backend, consumer stream)`.
+template <class Copy>
+framestage_status device_copy(framestage_coordinator* coordinator, const char* function,
+                              const void* dst, const char* dst_name, const void* src,
+                              const char* src_name, std::size_t bytes, Copy&& copy) {
+  return guarded([&] {
+    const auto& c = coordinator_of(coordinator, function);
+    expect_arg(dst, function, dst_name);
+    expect_arg(src, function, src_name);
+    if (bytes == 0) return;
+    copy(*coordinator->backend, c.consumer_stream());
+  });
 }
 
 }  // namespace
@@ -299,42 +325,12 @@ framestage_status framestage_frame_alloc(framestage_coordinator* coordinator, st
   return guarded([&] {
     auto& c = coordinator_of(coordinator, "framestage_frame_alloc");
     expect_arg(span, "framestage_frame_alloc", "span");
-    fs::FrameSpan<std::byte> s;
-    switch (alignment) {
-      case 1:
-        s = frame_alloc_aligned<1>(c, bytes);
-        break;
-      case 2:
-        s = frame_alloc_aligned<2>(c, bytes);
-        break;
-      case 4:
-        s = frame_alloc_aligned<4>(c, bytes);
-        break;
-      case 8:
-        s = frame_alloc_aligned<8>(c, bytes);
-        break;
-      case 0:
-      case 16:
-        s = frame_alloc_aligned<16>(c, bytes);
-        break;
-      case 32:
-        s = frame_alloc_aligned<32>(c, bytes);
-        break;
-      case 64:
-        s = frame_alloc_aligned<64>(c, bytes);
-        break;
-      case 128:
-        s = frame_alloc_aligned<128>(c, bytes);
-        break;
-      case 256:
-        s = frame_alloc_aligned<256>(c, bytes);
-        break;
-      default:
-        FRAMESTAGE_EXPECTS(false, misuse,
-                           "framestage_frame_alloc: alignment must be 0 or a power of two up to "
-                           "256, got ",
-                           alignment);
-    }
+    const std::size_t align = alignment == 0 ? fs::kStagingGranule : alignment;
+    FRAMESTAGE_EXPECTS(std::has_single_bit(align) && align <= kMaxFrameAllocAlignment, misuse,
+                       "framestage_frame_alloc: alignment must be 0 or a power of two up to "
+                       "256, got ",
+                       alignment);
+    const fs::FrameSpan<std::byte> s = kFrameAllocAligned[std::countr_zero(align)](c, bytes);
     *span = framestage_span{s.data(), s.size(), s.frame()};
   });
 }
@@ -510,28 +506,22 @@ framestage_status framestage_device_free(framestage_coordinator* coordinator, vo
 
 framestage_status framestage_device_write(framestage_coordinator* coordinator, void* device_dst,
                                           const void* host_src, std::size_t bytes) {
-  return guarded([&] {
-    const auto& c = coordinator_of(coordinator, "framestage_device_write");
-    expect_arg(device_dst, "framestage_device_write", "device_dst");
-    expect_arg(host_src, "framestage_device_write", "host_src");
-    if (bytes == 0) return;
-    // On the consumer stream, so the write lands after the frames' scatters and kernels there.
-    const fs::StreamView stream = c.consumer_stream();
-    coordinator->backend->copy_async(device_dst, host_src, bytes, stream);
-    coordinator->backend->synchronize(stream);
-  });
+  return device_copy(coordinator, "framestage_device_write", device_dst, "device_dst", host_src,
+                     "host_src", bytes, [&](fs::Backend& backend, fs::StreamView stream) {
+                       // On the consumer stream: the write lands after the frames' scatters and
+                       // kernels there.
+                       backend.copy_async(device_dst, host_src, bytes, stream);
+                       backend.synchronize(stream);
+                     });
 }
 
 framestage_status framestage_device_read(framestage_coordinator* coordinator, void* host_dst,
                                          const void* device_src, std::size_t bytes) {
-  return guarded([&] {
-    const auto& c = coordinator_of(coordinator, "framestage_device_read");
-    expect_arg(host_dst, "framestage_device_read", "host_dst");
-    expect_arg(device_src, "framestage_device_read", "device_src");
-    if (bytes == 0) return;
-    coordinator->backend->synchronize(c.consumer_stream());
-    coordinator->backend->read_device(host_dst, device_src, bytes);
-  });
+  return device_copy(coordinator, "framestage_device_read", host_dst, "host_dst", device_src,
+                     "device_src", bytes, [&](fs::Backend& backend, fs::StreamView stream) {
+                       backend.synchronize(stream);
+                       backend.read_device(host_dst, device_src, bytes);
+                     });
 }
 
 }  // extern "C"

@@ -4,6 +4,7 @@
 //   framestage measure  the GPU measurements recorded in bench/RESULTS.md (issue 4), and the
 //                       broadcast to several GPUs (issue 9)
 #include "bench_runner.hpp"
+#include "cli_style.hpp"
 #include "device_info.hpp"
 #include "probe.hpp"
 #include "progress_bar.hpp"
@@ -39,6 +40,9 @@ using namespace framestage::tools;
 // line, a workload file or a config file is wrong.
 constexpr int kFailed = 1;
 constexpr int kUsage = 2;
+constexpr const char* kExitStatuses =
+    "exit status: 0 success, 1 a run failed (a byte did not match, a device error), 2 the "
+    "command line, a workload file or a config file is wrong.";
 
 const std::vector<std::string> kBackends{"auto", "cuda", "host"};
 // The steps of `framestage measure`, in the order they run.
@@ -96,6 +100,19 @@ void write_output(const std::string& path, const std::string& text, const char* 
     throw Error(ErrorCategory::misuse,
                 std::string(what) + " file '" + path + "' cannot be written");
   }
+}
+
+// --device, and --backend where `backend` is given: the options of every command that opens a
+// device.
+void add_device_options(CLI::App* command, int& device, std::string* backend = nullptr) {
+  if (backend != nullptr) {
+    command->add_option("--backend", *backend, "auto (CUDA if a device is present), cuda or host")
+        ->check(CLI::IsMember(kBackends))
+        ->capture_default_str();
+  }
+  command->add_option("--device", device, "CUDA device ordinal")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
 }
 
 int run_probe_command(const ProbeArgs& args) {
@@ -256,20 +273,14 @@ int main(int argc, char** argv) {
       "framestage"};
   app.set_version_flag("--version", FRAMESTAGE_VERSION);
   app.require_subcommand(1);
-  app.get_formatter()->column_width(34);
+  apply_cli_style(app, kExitStatuses);
 
   ProbeArgs probe;
   CLI::App* probe_command = app.add_subcommand(
       "probe",
       "Measure the device: copy ceilings (pinned H2D, D2H, both at once, pageable H2D), per-call "
       "costs (a copy, a kernel launch, an event) and the planner thresholds they imply");
-  probe_command
-      ->add_option("--backend", probe.backend, "auto (CUDA if a device is present), cuda or host")
-      ->check(CLI::IsMember(kBackends))
-      ->capture_default_str();
-  probe_command->add_option("--device", probe.device, "CUDA device ordinal")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  add_device_options(probe_command, probe.device, &probe.backend);
   probe_command->add_option("--save", probe.save,
                             "write every figure and the calibrated config as JSON to FILE (- for "
                             "stdout); bench --config FILE loads it");
@@ -300,13 +311,7 @@ int main(int argc, char** argv) {
       ->add_option("workloads", bench.workloads,
                    "workload JSON files, or directories of them (default: the built-in suite)")
       ->check(CLI::ExistingPath);
-  bench_command
-      ->add_option("--backend", bench.backend, "auto (CUDA if a device is present), cuda or host")
-      ->check(CLI::IsMember(kBackends))
-      ->capture_default_str();
-  bench_command->add_option("--device", bench.device, "CUDA device ordinal")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  add_device_options(bench_command, bench.device, &bench.backend);
   bench_command
       ->add_option("--config", bench.config,
                    "framestage's config: a Config JSON file, or a file from probe --save")
@@ -342,9 +347,7 @@ int main(int argc, char** argv) {
       "The GPU measurements of issue 4 (bench/RESULTS.md): 100,000 and 1,000 items against the "
       "ceiling, the 16 MiB mirror, host cost per item, and triple buffering; and issue 9's "
       "broadcast of 64 MiB to two GPUs against one copy to one. Needs a GPU.");
-  measure_command->add_option("--device", measure.device, "CUDA device ordinal")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  add_device_options(measure_command, measure.device);
   measure_command->add_option("--seed", measure.seed, "item sizes and order")
       ->capture_default_str();
   std::string step_names;
@@ -379,12 +382,7 @@ int main(int argc, char** argv) {
                  first.c_str());
     return kUsage;
   }
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? 0 : kUsage;
-  }
+  if (const auto status = parse_command_line(app, argc, argv, kUsage)) return *status;
 
   const char* command = *probe_command ? "probe" : *bench_command ? "bench" : "measure";
   try {

@@ -13,19 +13,19 @@
 
 #include <mpi.h>
 
+#include "cli_style.hpp"
+
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <memory>
-#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -36,25 +36,16 @@ constexpr int kOk = 0;
 constexpr int kMismatch = 1;
 constexpr int kUsage = 2;
 
-constexpr const char* kUsageText = R"(usage: framestage_mpi_stencil [options]
-  (run under mpirun: mpirun -np 2 framestage_mpi_stencil ...)
+constexpr const char* kDescription =
+    R"(2-D heat diffusion on an NY x NX grid, split into bands of rows, one per MPI rank
+(run under mpirun: mpirun -np 2 framestage_mpi_stencil ...). Each rank owns a framestage
+Coordinator on GPU (local rank % device count), or on the host backend. Every tick: the band's
+first and last rows are read back through framestage, exchanged with the neighbouring ranks by
+MPI_Sendrecv, uploaded into the halo rows through framestage, and the step runs on the
+coordinator's stream.)";
 
-2-D heat diffusion on an NY x NX grid, split into bands of rows, one per MPI rank. Each rank
-owns a framestage Coordinator on GPU (local rank % device count), or on the host backend.
-Every tick: the band's first and last rows are read back through framestage, exchanged with
-the neighbouring ranks by MPI_Sendrecv, uploaded into the halo rows through framestage, and
-the step runs on the coordinator's stream.
-
-options:
-  --nx N        columns (default 1024)
-  --ny N        rows, at least one per rank (default 1024)
-  --ticks T     steps (default 100)
-  --backend B   auto (CUDA if a device is present), cuda or host (default auto)
-  --check       also run the whole grid on one rank in plain C++ and require equality
-  --help        this text
-
-exit status: 0 done (and equal under --check), 1 a mismatch or error, 2 bad usage.
-)";
+constexpr const char* kExitStatus =
+    "exit status: 0 done (and equal under --check), 1 a mismatch or error, 2 bad usage.";
 
 struct Options {
   std::uint32_t nx = 1024;
@@ -64,47 +55,25 @@ struct Options {
   bool check = false;
 };
 
-std::uint32_t parse_count(std::string_view flag, std::string_view text) {
-  std::uint32_t value = 0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (error != std::errc{} || end != text.data() + text.size() || value == 0) {
-    throw std::invalid_argument(std::string(flag) + " takes a positive integer, got '" +
-                                std::string(text) + "'");
-  }
-  return value;
+// A count of at least `least`, shown as such in --help.
+CLI::Validator at_least(std::uint32_t least) {
+  return CLI::Range(least, std::numeric_limits<std::uint32_t>::max())
+      .description(">= " + std::to_string(least));
 }
 
-/// @throws std::invalid_argument naming the bad argument; returns nothing for --help.
-std::optional<Options> parse(int argc, char** argv) {
-  Options options;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "--help") return std::nullopt;
-    if (arg == "--check") {
-      options.check = true;
-      continue;
-    }
-    if (i + 1 >= argc)
-      throw std::invalid_argument("unknown option or missing value: " + std::string(arg));
-    const std::string_view value = argv[++i];
-    if (arg == "--nx") {
-      options.nx = parse_count(arg, value);
-    } else if (arg == "--ny") {
-      options.ny = parse_count(arg, value);
-    } else if (arg == "--ticks") {
-      options.ticks = parse_count(arg, value);
-    } else if (arg == "--backend") {
-      if (value != "auto" && value != "cuda" && value != "host") {
-        throw std::invalid_argument("--backend takes auto, cuda or host, got '" +
-                                    std::string(value) + "'");
-      }
-      options.backend = value;
-    } else {
-      throw std::invalid_argument("unknown option: " + std::string(arg));
-    }
-  }
-  if (options.nx < 3) throw std::invalid_argument("--nx must be at least 3");
-  return options;
+// The command line, in the framestage program's style (tools/framestage_main.cpp).
+void describe_options(CLI::App& app, Options& o) {
+  tools::apply_cli_style(app, kExitStatus);
+  app.add_option("--nx", o.nx, "columns, at least 3")->check(at_least(3))->capture_default_str();
+  app.add_option("--ny", o.ny, "rows, at least one per rank")
+      ->check(at_least(1))
+      ->capture_default_str();
+  app.add_option("--ticks", o.ticks, "steps")->check(at_least(1))->capture_default_str();
+  app.add_option("--backend", o.backend, "auto (CUDA if a device is present), cuda or host")
+      ->check(CLI::IsMember({"auto", "cuda", "host"}))
+      ->capture_default_str();
+  app.add_flag("--check", o.check,
+               "also run the whole grid on one rank in plain C++ and require equality");
 }
 
 void mpi_check(int status, const char* call) {
@@ -381,16 +350,20 @@ int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  Options options;
+  CLI::App app{kDescription, "framestage_mpi_stencil"};
+  describe_options(app, options);
+  // Every rank parses the same command line; rank 0 says what was wrong.
+  if (const auto status =
+          framestage::tools::parse_command_line(app, argc, argv, kUsage, rank != 0)) {
+    MPI_Finalize();
+    return *status;
+  }
   int status = kOk;
   try {
-    const auto options = parse(argc, argv);
-    if (!options) {
-      if (rank == 0) std::fputs(kUsageText, stdout);
-    } else {
-      status = run_rank(*options);
-    }
+    status = run_rank(options);
   } catch (const std::invalid_argument& e) {
-    if (rank == 0) std::fprintf(stderr, "framestage_mpi_stencil: %s\n%s", e.what(), kUsageText);
+    if (rank == 0) std::fprintf(stderr, "framestage_mpi_stencil: %s\n", e.what());
     status = kUsage;
   } catch (const std::exception& e) {
     // A rank that failed cannot take part in the collectives the others wait in: stop them all.

@@ -8,14 +8,14 @@
 #include <framestage/error.hpp>
 #include <framestage/host_backend.hpp>
 
+#include "cli_style.hpp"
+
 #include <algorithm>
-#include <charconv>
 #include <cstdio>
 #include <exception>
 #include <memory>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace framestage::sim {
@@ -27,9 +27,8 @@ constexpr int kMismatch = 1;
 constexpr int kUsage = 2;
 constexpr int kSkipped = 77;
 
-constexpr const char* kUsageText = R"(usage: framestage_sim [options]
-
-A 2-D heat diffusion: every tick the host rewrites thousands of heater strips (16-64 B each),
+constexpr const char* kDescription =
+    R"(A 2-D heat diffusion: every tick the host rewrites thousands of heater strips (16-64 B each),
 the boundary temperatures and the step parameters, the GPU steps the grid and reduces it, and
 the host reads the total heat, the peak temperature and a few probe cells back.
   naive       one cudaMemcpyAsync per input item from pinned memory, the kernels, then a
@@ -37,86 +36,51 @@ the host reads the total heat, the peak temperature and a few probe cells back.
   framestage  the same inputs written once into a Coordinator's frame (frame_alloc,
               reserve_upload), coalesced at end_frame(); diagnostics read back with the frame
               (triple buffering) and consumed three ticks later
-Both run the same kernels on the same inputs and must agree; the program fails if they do not.
+Both run the same kernels on the same inputs and must agree; the program fails if they do not.)";
 
-options:
-  --grid N        cells per side (default 1024 on a GPU, 256 on host emulation)
-  --ticks T       ticks to run (default 400 on a GPU, 60 on host emulation)
-  --heaters K     heater strips rewritten per tick (default 10000, at most N*N/16)
-  --probes P      probe cells read back per tick (default 32)
-  --variant V     naive, framestage or both (default both)
-  --backend B     auto (CUDA if a device is present), host (emulation) or cuda (default auto)
-  --check         also run the physics in plain C++ and hold every variant to it
-  --help          this text
-
-exit status: 0 all results agree, 1 a mismatch or error, 2 bad usage, 77 --backend cuda where
-no CUDA device can be used.
-)";
+constexpr const char* kExitStatus =
+    "exit status: 0 all results agree, 1 a mismatch or error, 2 bad usage, 77 --backend cuda "
+    "where no CUDA device can be used.";
 
 struct Options {
   std::optional<std::uint32_t> grid;
   std::optional<std::uint64_t> ticks;
   std::optional<std::uint32_t> heaters;
   std::uint32_t probes = 32;
-  bool naive = true;
-  bool framestage = true;
+  std::string variant = "both";
   std::string backend = "auto";
   bool check = false;
-  bool help = false;
+
+  [[nodiscard]] bool naive() const { return variant != "framestage"; }
+  [[nodiscard]] bool framestage() const { return variant != "naive"; }
 };
 
-class UsageError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
+// An option whose default depends on the backend: unset unless given.
 template <class T>
-T parse_number(std::string_view flag, std::string_view text) {
-  T value{};
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc{} || end != text.data() + text.size()) {
-    throw UsageError(std::string(flag) + " takes a whole number, got '" + std::string(text) + "'");
-  }
-  return value;
+void add_optional(CLI::App& app, const char* name, std::optional<T>& value, const char* help) {
+  app.add_option_function<T>(
+      name, [&value](const T& v) { value = v; }, help);
 }
 
-Options parse(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    const auto value = [&]() -> std::string_view {
-      if (i + 1 >= argc) throw UsageError(std::string(arg) + " needs a value");
-      return argv[++i];
-    };
-    if (arg == "--grid") {
-      o.grid = parse_number<std::uint32_t>(arg, value());
-    } else if (arg == "--ticks") {
-      o.ticks = parse_number<std::uint64_t>(arg, value());
-    } else if (arg == "--heaters") {
-      o.heaters = parse_number<std::uint32_t>(arg, value());
-    } else if (arg == "--probes") {
-      o.probes = parse_number<std::uint32_t>(arg, value());
-    } else if (arg == "--variant") {
-      const std::string_view v = value();
-      if (v != "naive" && v != "framestage" && v != "both") {
-        throw UsageError("--variant takes naive, framestage or both, got '" + std::string(v) + "'");
-      }
-      o.naive = v != "framestage";
-      o.framestage = v != "naive";
-    } else if (arg == "--backend") {
-      o.backend = value();
-      if (o.backend != "auto" && o.backend != "host" && o.backend != "cuda") {
-        throw UsageError("--backend takes auto, host or cuda, got '" + o.backend + "'");
-      }
-    } else if (arg == "--check") {
-      o.check = true;
-    } else if (arg == "--help" || arg == "-h") {
-      o.help = true;
-    } else {
-      throw UsageError("unknown option '" + std::string(arg) + "'");
-    }
-  }
-  return o;
+// The command line, in the framestage program's style (tools/framestage_main.cpp).
+void describe_options(CLI::App& app, Options& o) {
+  tools::apply_cli_style(app, kExitStatus);
+  add_optional(app, "--grid", o.grid,
+               "cells per side (default 1024 on a GPU, 256 on host emulation)");
+  add_optional(app, "--ticks", o.ticks,
+               "ticks to run (default 400 on a GPU, 60 on host emulation)");
+  add_optional(app, "--heaters", o.heaters,
+               "heater strips rewritten per tick (default 10000, at most N*N/16)");
+  app.add_option("--probes", o.probes, "probe cells read back per tick")->capture_default_str();
+  app.add_option("--variant", o.variant, "naive, framestage or both")
+      ->check(CLI::IsMember({"naive", "framestage", "both"}))
+      ->capture_default_str();
+  app.add_option("--backend", o.backend,
+                 "auto (CUDA if a device is present), host (emulation) or cuda")
+      ->check(CLI::IsMember({"auto", "host", "cuda"}))
+      ->capture_default_str();
+  app.add_flag("--check", o.check,
+               "also run the physics in plain C++ and hold every variant to it");
 }
 
 // The backend asked for, or why it cannot be had (then the run is skipped).
@@ -204,19 +168,19 @@ int run(const Options& o) {
   if (on_gpu) {
     SimShape warm_up = shape;
     warm_up.ticks = std::min<std::uint64_t>(shape.ticks, 3);
-    if (o.naive) static_cast<void>(run_naive(backend, *kernels, warm_up));
-    if (o.framestage) static_cast<void>(run_framestage(backend, *kernels, warm_up));
+    if (o.naive()) static_cast<void>(run_naive(backend, *kernels, warm_up));
+    if (o.framestage()) static_cast<void>(run_framestage(backend, *kernels, warm_up));
   }
 
   std::optional<RunOutput> naive;
   std::optional<RunOutput> staged;
   std::printf("\n%-11s %12s %10s %11s %11s   %s\n", "variant", "ticks/s", "ms/tick", "max wait ms",
               "mean wait", "host blocked in");
-  if (o.naive) {
+  if (o.naive()) {
     naive = run_naive(backend, *kernels, shape);
     print_row("naive", *naive, shape, "synchronous diagnostic copies");
   }
-  if (o.framestage) {
+  if (o.framestage()) {
     staged = run_framestage(backend, *kernels, shape);
     print_row("framestage", *staged, shape, "begin_frame + readback waits (slot 3 frames old)");
     const CoordinatorStats& s = staged->stats;
@@ -262,15 +226,10 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   using namespace framestage::sim;
   Options options;
-  try {
-    options = parse(argc, argv);
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "framestage_sim: %s\n\n%s", e.what(), kUsageText);
-    return kUsage;
-  }
-  if (options.help) {
-    std::printf("%s", kUsageText);
-    return kOk;
+  CLI::App app{kDescription, "framestage_sim"};
+  describe_options(app, options);
+  if (const auto status = framestage::tools::parse_command_line(app, argc, argv, kUsage)) {
+    return *status;
   }
   try {
     return run(options);

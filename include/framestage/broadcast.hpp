@@ -4,9 +4,10 @@
 
 #include <framestage/backend.hpp>
 #include <framestage/config.hpp>
-#include <framestage/coordinator.hpp>
+#include <framestage/detail/staging_front.hpp>
 #include <framestage/device_buffer.hpp>
 #include <framestage/error.hpp>
+#include <framestage/frame_span.hpp>
 
 #include <array>
 #include <chrono>
@@ -207,7 +208,7 @@ class Replicated {
 /// frame and may be retried. An allocation that does not fit throws Error(out_of_memory) as on a
 /// Coordinator; in end_frame (a mirror or table for grown data) it happens before anything is
 /// enqueued, and the frame stays open.
-class Broadcast {
+class Broadcast : public detail::StagingFront {
  public:
   /// Devices a broadcast may serve (an upload's destinations are passed on the stack).
   static constexpr std::size_t kMaxDevices = 16;
@@ -234,23 +235,7 @@ class Broadcast {
   ///         if a grown arena or its mirrors cannot be allocated; Error(cuda).
   void begin_frame();
 
-  /// @brief `count` (> 0) uninitialised elements in this frame's pinned arena.
-  /// @throws Error(misuse) outside a frame; Error(out_of_memory) under OverflowPolicy::fail when
-  ///         the arena is full (earlier allocations stay intact).
-  template <class T>
-  [[nodiscard]] FrameSpan<T> frame_alloc(std::size_t count) {
-    static_assert(std::is_trivially_copyable_v<T>, "frame data is copied by DMA");
-    auto* p = allocate_bytes(count, detail::array_bytes<T>(count), alignof(T));
-    return FrameSpan<T>({reinterpret_cast<T*>(p), count}, current_frame());
-  }
-
-  /// @brief Asks for `span` to reach the same offset of every device's mirror at end_frame().
-  /// Staging a span twice, or overlapping spans, copies the bytes once.
-  /// @throws Error(misuse) if the span is not from this frame's arena.
-  template <class T>
-  void stage_for_upload(FrameSpan<T> span) {
-    stage_bytes(span.data(), span.size_bytes(), span.frame());
-  }
+  // frame_alloc<T>(count) and stage_for_upload(span): detail::StagingFront.
 
   /// @brief Device `device`'s address of a span's mirror, for kernels on ticket.stream(device).
   /// Valid until the slot is reused. A span in an overflow block (grow policy) has mirrors on
@@ -308,17 +293,10 @@ class Broadcast {
   /// @throws Error(misuse) if `device` is out of range.
   [[nodiscard]] Backend& backend(std::size_t device) const;
   [[nodiscard]] BroadcastRoute route() const noexcept;
-  [[nodiscard]] const Config& config() const noexcept;
   [[nodiscard]] const BroadcastFrameStats& last_frame() const noexcept;
-  /// @brief The open frame, or the last one ended (0 before the first begin_frame).
-  [[nodiscard]] std::uint64_t current_frame() const noexcept;
-  [[nodiscard]] bool frame_open() const noexcept;
-  [[nodiscard]] bool failed() const noexcept;
+  // config(), current_frame(), frame_open(), failed(): detail::StagingFront.
 
  private:
-  /// `bytes` is 0 when count * sizeof(T) overflows.
-  std::byte* allocate_bytes(std::size_t count, std::size_t bytes, std::size_t alignment);
-  void stage_bytes(const void* ptr, std::size_t bytes, std::uint64_t frame);
   void* device_address(const void* ptr, std::size_t bytes, std::uint64_t frame,
                        std::size_t device) const;
   /// `targets` holds `count` device addresses (count is checked against devices() first).

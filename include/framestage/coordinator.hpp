@@ -4,44 +4,20 @@
 
 #include <framestage/backend.hpp>
 #include <framestage/config.hpp>
+#include <framestage/detail/staging_front.hpp>
 #include <framestage/device_buffer.hpp>
+#include <framestage/frame_span.hpp>
 #include <framestage/readback.hpp>
 #include <framestage/stats.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <limits>
 #include <memory>
 #include <span>
 #include <type_traits>
 
 namespace framestage {
-
-namespace detail {
-/// Bytes of `count` elements of T, or 0 where that overflows size_t (the calls reject 0 bytes).
-/// sizeof(T) is a constant here, so the check costs no division.
-template <class T>
-[[nodiscard]] constexpr std::size_t array_bytes(std::size_t count) noexcept {
-  return count <= std::numeric_limits<std::size_t>::max() / sizeof(T) ? count * sizeof(T) : 0;
-}
-}  // namespace detail
-
-/// @brief Elements allocated in a frame's pinned arena, tagged with the frame they belong to.
-///
-/// Write them on the host, then stage_for_upload() them; after end_frame() their device copy is
-/// at device_ptr(). Valid until the slot is reused, `buffering` frames later.
-template <class T>
-class FrameSpan : public std::span<T> {
- public:
-  FrameSpan() = default;
-  FrameSpan(std::span<T> elements, std::uint64_t frame) : std::span<T>(elements), frame_(frame) {}
-  /// @brief The frame this span was allocated in (1 for the first frame).
-  [[nodiscard]] std::uint64_t frame() const noexcept { return frame_; }
-
- private:
-  std::uint64_t frame_ = 0;
-};
 
 /// @brief Handle to a submitted frame: its number, slot, the stream to launch on, and its event.
 ///
@@ -98,7 +74,7 @@ class FrameTicket {
 /// message. A failure while a FrameTicket or Readback waits, or while a staging call allocates an
 /// overflow block, is thrown to that caller only; a sticky CUDA error then fails the next owner
 /// call (docs/guarantees.md). A time-out in begin_frame leaves no frame open; it may be retried.
-class Coordinator {
+class Coordinator : public detail::StagingFront {
  public:
   /// @throws Error(bad_config) for an invalid config; Error(out_of_memory) if the arenas do not
   ///         fit; Error(cuda) if streams or events cannot be made.
@@ -113,23 +89,7 @@ class Coordinator {
   ///         slot_timeout_ms; Error(out_of_memory) if a grown arena cannot be allocated.
   void begin_frame();
 
-  /// @brief `count` (> 0) uninitialised elements in this frame's pinned arena.
-  /// @throws Error(misuse) outside a frame; Error(out_of_memory) under OverflowPolicy::fail when
-  ///         the arena is full (earlier allocations stay intact).
-  template <class T>
-  [[nodiscard]] FrameSpan<T> frame_alloc(std::size_t count) {
-    static_assert(std::is_trivially_copyable_v<T>, "frame data is copied by DMA");
-    auto* p = allocate_bytes(count, detail::array_bytes<T>(count), alignof(T));
-    return FrameSpan<T>({reinterpret_cast<T*>(p), count}, current_frame());
-  }
-
-  /// @brief Asks for `span` to be copied to the same offset of the slot's device mirror at
-  /// end_frame(). Staging a span twice, or overlapping spans, copies the bytes once.
-  /// @throws Error(misuse) if the span is not from this frame's arena.
-  template <class T>
-  void stage_for_upload(FrameSpan<T> span) {
-    stage_bytes(span.data(), span.size_bytes(), span.frame());
-  }
+  // frame_alloc<T>(count) and stage_for_upload(span): detail::StagingFront.
 
   /// @brief Device address of a staged span's mirror, for kernels on the ticket's stream.
   /// @throws Error(misuse) if the span's frame is not the current one or its slot was reused.
@@ -207,17 +167,10 @@ class Coordinator {
   [[nodiscard]] StreamView consumer_stream() const noexcept;
 
   [[nodiscard]] const CoordinatorStats& stats() const noexcept;
-  [[nodiscard]] const Config& config() const noexcept;
   [[nodiscard]] Backend& backend() const noexcept;
-  /// @brief The open frame, or the last one ended (0 before the first begin_frame).
-  [[nodiscard]] std::uint64_t current_frame() const noexcept;
-  [[nodiscard]] bool frame_open() const noexcept;
-  [[nodiscard]] bool failed() const noexcept;
+  // config(), current_frame(), frame_open(), failed(): detail::StagingFront.
 
  private:
-  /// `bytes` is 0 when count * sizeof(T) overflows.
-  std::byte* allocate_bytes(std::size_t count, std::size_t bytes, std::size_t alignment);
-  void stage_bytes(const void* ptr, std::size_t bytes, std::uint64_t frame);
   void* device_address(const void* ptr, std::size_t bytes, std::uint64_t frame) const;
   void upload_bytes(void* device_dst, const void* src, std::size_t bytes);
   std::byte* reserve_upload_bytes(void* device_dst, std::size_t count, std::size_t bytes);

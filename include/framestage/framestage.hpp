@@ -9,6 +9,7 @@
 #include <framestage/device_buffer.hpp>
 #include <framestage/error.hpp>
 #include <framestage/frame_arena.hpp>
+#include <framestage/frame_span.hpp>
 #include <framestage/host_backend.hpp>
 #include <framestage/readback.hpp>
 #include <framestage/scheduler.hpp>
