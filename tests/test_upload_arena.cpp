@@ -5,6 +5,8 @@
 #include <framestage/host_backend.hpp>
 #include <framestage/upload_arena.hpp>
 
+#include "support/fault_injecting_backend.hpp"
+
 #include <gtest/gtest.h>
 
 #include <barrier>
@@ -375,6 +377,29 @@ TEST_F(UploadArenaOrderTest, OverflowBlocksAreNeverProven) {
   sweep(a, kBase, 20, 16, 64);  // 20 descriptors: the last 4 in an overflow block
   ASSERT_TRUE(a.overflowed());
   EXPECT_FALSE(a.proven_order().has_value());
+}
+
+// Under "grow", an overflow block doubles the side that ran out and sizes the other by the
+// frame's average reservation. Doubling both made 131,073 one-byte reservations into an arena of
+// 16 MiB and 16 descriptors ask for a 32-GiB pinned block (found by the frame checker). The
+// backend's pinned budget turns such a block into out_of_memory; every reservation must fit in
+// far less, and so must a frame of large reservations into a tiny table.
+TEST_F(UploadArenaOrderTest, OverflowBlocksGrowTheSideThatRanOut) {
+  testing::FaultInjectingBackend budgeted(backend);
+  budgeted.set_pinned_budget(std::size_t{128} << 20);
+  {
+    UploadArena tiny_items(budgeted, std::size_t{16} << 20, 16, OverflowPolicy::grow);
+    for (std::size_t i = 0; i < (std::size_t{1} << 17) + 1; ++i)
+      ASSERT_NO_THROW(reserve(tiny_items, kBase + i, 1)) << "reservation " << i;
+    EXPECT_EQ(tiny_items.descriptor_count(), (std::size_t{1} << 17) + 1);
+  }
+  {
+    UploadArena large_items(budgeted, 4096, 1 << 20, OverflowPolicy::grow);
+    for (std::size_t i = 0; i < 64; ++i)
+      ASSERT_NO_THROW(reserve(large_items, kBase + i * (1 << 20), 1 << 20)) << "reservation " << i;
+    EXPECT_EQ(large_items.descriptor_count(), 64u);
+  }
+  EXPECT_EQ(budgeted.budget_refusals(), 0u);
 }
 
 TEST_F(UploadArenaOrderTest, AFailedReservationLeavesTheProofIntact) {
