@@ -62,6 +62,7 @@ struct CheckerOptions {
   std::size_t max_items = (1 << 17) + 4096;  ///< past 2^17; past 2^20 where it allows
   unsigned max_threads = 8;
   bool split_upload = false;  ///< one upload over 2 GiB (needs world_bytes past it)
+  bool every_theme = true;    ///< run until every boundary theme has had an epoch
   std::optional<std::uint64_t> replay_frame;
 };
 
@@ -135,7 +136,8 @@ class FrameChecker {
     std::uint64_t frame = 0;
     for (std::uint64_t epoch = 0; !stopped(); ++epoch) {
       if (!options_.replay_frame && figures_.frames >= options_.min_frames &&
-          elapsed() >= options_.min_seconds && epoch >= epochs_for_every_theme())
+          elapsed() >= options_.min_seconds &&
+          (!options_.every_theme || epoch >= epochs_for_every_theme()))
         break;
       if (!options_.replay_frame && elapsed() >= options_.max_seconds) break;
       std::mt19937_64 rng(mix(options_.seed, epoch));
@@ -256,7 +258,10 @@ class FrameChecker {
         c.overflow = OverflowPolicy::grow;
         break;
       case CheckerTheme::fill_arena:
+        // Small enough for any frame budget to overrun it.
         c.overflow = OverflowPolicy::fail;
+        c.upload_arena_bytes = std::size_t{4096} << (rng() % 8);
+        c.max_uploads_per_frame = std::size_t{16} << (rng() % 10);
         break;
     }
     return c;
