@@ -1,4 +1,5 @@
 #include <framestage/broadcast.hpp>
+#include <framestage/detail/enum_words.hpp>
 #include <framestage/detail/expects.hpp>
 #include <framestage/frame_arena.hpp>
 #include <framestage/stream_copy.hpp>
@@ -9,6 +10,7 @@
 #include "nvtx_range.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdio>
 #include <limits>
@@ -125,16 +127,14 @@ struct BlockGroups {
   std::array<std::size_t, kMaxBlocks> count{};
 };
 
+// Word i names the route whose value is i.
+constexpr std::array<std::string_view, 2> kRouteWords{"from_host", "via_first_device"};
+static_assert(static_cast<std::size_t>(BroadcastRoute::via_first_device) == kRouteWords.size() - 1);
+
 }  // namespace
 
 std::string_view to_string(BroadcastRoute route) noexcept {
-  switch (route) {
-    case BroadcastRoute::from_host:
-      return "from_host";
-    case BroadcastRoute::via_first_device:
-      return "via_first_device";
-  }
-  return "unknown";
+  return detail::word_of(route, kRouteWords);
 }
 
 // ---- BroadcastTicket -------------------------------------------------------------------------

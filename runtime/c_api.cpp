@@ -5,6 +5,7 @@
 #include <framestage/backend.hpp>
 #include <framestage/config.hpp>
 #include <framestage/coordinator.hpp>
+#include <framestage/detail/enum_words.hpp>
 #include <framestage/detail/expects.hpp>
 #include <framestage/error.hpp>
 #include <framestage/host_backend.hpp>
@@ -60,22 +61,15 @@ void set_last_error(std::string_view message) noexcept {
   }
 }
 
+// Status i answers the category whose value is i.
+constexpr std::array<framestage_status, 6> kCategoryStatus{
+    FRAMESTAGE_ERROR_BAD_CONFIG, FRAMESTAGE_ERROR_MISUSE,  FRAMESTAGE_ERROR_OUT_OF_MEMORY,
+    FRAMESTAGE_ERROR_CUDA,       FRAMESTAGE_ERROR_TIMEOUT, FRAMESTAGE_ERROR_FAILED_STATE};
+static_assert(static_cast<std::size_t>(fs::ErrorCategory::failed_state) ==
+              kCategoryStatus.size() - 1);
+
 framestage_status to_status(fs::ErrorCategory category) noexcept {
-  switch (category) {
-    case fs::ErrorCategory::bad_config:
-      return FRAMESTAGE_ERROR_BAD_CONFIG;
-    case fs::ErrorCategory::misuse:
-      return FRAMESTAGE_ERROR_MISUSE;
-    case fs::ErrorCategory::out_of_memory:
-      return FRAMESTAGE_ERROR_OUT_OF_MEMORY;
-    case fs::ErrorCategory::cuda:
-      return FRAMESTAGE_ERROR_CUDA;
-    case fs::ErrorCategory::timeout:
-      return FRAMESTAGE_ERROR_TIMEOUT;
-    case fs::ErrorCategory::failed_state:
-      return FRAMESTAGE_ERROR_FAILED_STATE;
-  }
-  return FRAMESTAGE_ERROR_INTERNAL;
+  return fs::detail::entry_of(category, kCategoryStatus, FRAMESTAGE_ERROR_INTERNAL);
 }
 
 /// Runs `body`, the whole of a C function, and maps whatever it throws to a status.

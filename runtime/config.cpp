@@ -1,4 +1,5 @@
 #include <framestage/config.hpp>
+#include <framestage/detail/enum_words.hpp>
 #include <framestage/detail/expects.hpp>
 
 #include <nlohmann/json.hpp>
@@ -179,12 +180,6 @@ auto as_integer(T value) {
   }
 }
 
-template <class Enum, std::size_t N>
-std::string_view word_of(Enum value, const std::array<std::string_view, N>& words) noexcept {
-  const auto index = static_cast<std::size_t>(value);
-  return index < N ? words[index] : std::string_view{"unknown"};
-}
-
 /// The whole file; Error(bad_config) naming the path and the reason if it cannot be read.
 std::string read_text(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
@@ -207,11 +202,11 @@ std::string read_text(const std::string& path) {
 }  // namespace
 
 std::string_view to_string(OverflowPolicy policy) noexcept {
-  return word_of(policy, kOverflowWords);
+  return detail::word_of(policy, kOverflowWords);
 }
 
 std::string_view to_string(UploadStrategy strategy) noexcept {
-  return word_of(strategy, kStrategyWords);
+  return detail::word_of(strategy, kStrategyWords);
 }
 
 void Config::validate() const {

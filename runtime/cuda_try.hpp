@@ -64,7 +64,7 @@ inline void clear_last_cuda_error() noexcept {
 /// host ran out of memory, Error(cuda) for any other failure. `call` is the call's text; the
 /// message names only the function ("cudaMalloc of 123456 bytes failed: ...").
 [[noreturn]] inline void throw_cuda_alloc_error(cudaError_t error, const char* call,
-                                                std::size_t bytes, const char* file, int line) {
+                                                const char* file, int line, std::size_t bytes) {
   clear_last_cuda_error();
   const std::string_view call_text(call);
   std::string what(call_text.substr(0, call_text.find('(')));
@@ -97,34 +97,28 @@ inline void report_cuda_error(cudaError_t error, const char* call, const char* f
 
 }  // namespace framestage::detail
 
-/// @brief Runs the CUDA runtime call `call`; throws Error(cuda) naming it unless it succeeds.
-#define FRAMESTAGE_CUDA_TRY(call)                                                                 \
+/// The one shape of the checks below: runs `call` once and, unless it returned cudaSuccess, calls
+/// `on_failure(status, call_text, file, line, extra...)`, out of line so each check stays one
+/// branch.
+#define FRAMESTAGE_DETAIL_CUDA_CHECK(call, call_text, on_failure, ...)                            \
   do {                                                                                            \
     if (const cudaError_t framestage_cuda_status = (call); framestage_cuda_status != cudaSuccess) \
         [[unlikely]] {                                                                            \
-      ::framestage::detail::throw_cuda_error(framestage_cuda_status, #call,                       \
-                                             FRAMESTAGE_SOURCE_FILE, __LINE__);                   \
+      on_failure(framestage_cuda_status, call_text, FRAMESTAGE_SOURCE_FILE,                       \
+                 __LINE__ __VA_OPT__(, ) __VA_ARGS__);                                            \
     }                                                                                             \
   } while (false)
+
+/// @brief Runs the CUDA runtime call `call`; throws Error(cuda) naming it unless it succeeds.
+#define FRAMESTAGE_CUDA_TRY(call) \
+  FRAMESTAGE_DETAIL_CUDA_CHECK(call, #call, ::framestage::detail::throw_cuda_error)
 
 /// @brief Runs the allocating call `call` for `bytes`; throws Error(out_of_memory) on
 /// cudaErrorMemoryAllocation and Error(cuda) on any other failure, both naming `bytes`.
-#define FRAMESTAGE_CUDA_TRY_ALLOC(call, bytes)                                                    \
-  do {                                                                                            \
-    if (const cudaError_t framestage_cuda_status = (call); framestage_cuda_status != cudaSuccess) \
-        [[unlikely]] {                                                                            \
-      ::framestage::detail::throw_cuda_alloc_error(framestage_cuda_status, #call, (bytes),        \
-                                                   FRAMESTAGE_SOURCE_FILE, __LINE__);             \
-    }                                                                                             \
-  } while (false)
+#define FRAMESTAGE_CUDA_TRY_ALLOC(call, bytes) \
+  FRAMESTAGE_DETAIL_CUDA_CHECK(call, #call, ::framestage::detail::throw_cuda_alloc_error, (bytes))
 
 /// @brief For destructors and release functions: runs `call`, never throws, ignores
 /// cudaErrorCudartUnloading and reports any other failure once on stderr.
-#define FRAMESTAGE_CUDA_ASSERT_SAFE_SHUTDOWN(call)                                                \
-  do {                                                                                            \
-    if (const cudaError_t framestage_cuda_status = (call); framestage_cuda_status != cudaSuccess) \
-        [[unlikely]] {                                                                            \
-      ::framestage::detail::report_cuda_error(framestage_cuda_status, #call,                      \
-                                              FRAMESTAGE_SOURCE_FILE, __LINE__);                  \
-    }                                                                                             \
-  } while (false)
+#define FRAMESTAGE_CUDA_ASSERT_SAFE_SHUTDOWN(call) \
+  FRAMESTAGE_DETAIL_CUDA_CHECK(call, #call, ::framestage::detail::report_cuda_error)

@@ -57,16 +57,16 @@ FrameArena::Allocation FrameArena::allocate_slow(std::size_t bytes, std::size_t 
     }
   }
 
-  std::lock_guard lock(overflow_mutex_);
+  std::lock_guard lock(overflow_.mutex);
   const std::size_t used_main = std::min(head_.load(std::memory_order_relaxed), capacity_);
   if (policy_ == OverflowPolicy::fail) {
     FRAMESTAGE_FAIL(out_of_memory, name_, " overflow: ", bytes, " bytes (alignment ", alignment,
                     ") do not fit; capacity ", capacity_, " bytes, ", used_main,
                     " used this frame; ", remedy_);
   }
-  const std::size_t count = overflow_count_.load(std::memory_order_relaxed);
+  const std::size_t count = overflow_.count.load(std::memory_order_relaxed);
   if (count > 0) {
-    ArenaBlock& last = overflow_[count - 1];
+    ArenaBlock& last = overflow_.blocks[count - 1];
     const std::size_t offset = align_up(last.used, alignment);
     if (offset + bytes <= last.host.bytes()) {
       last.used = align_up(offset + bytes, kGranule);
@@ -79,20 +79,20 @@ FrameArena::Allocation FrameArena::allocate_slow(std::size_t bytes, std::size_t 
   // Each overflow block at least doubles what the arena holds, so a few suffice for any frame.
   std::size_t total = capacity_;
   for (std::size_t i = 0; i < count; ++i)
-    total += overflow_[i].host.bytes();
-  overflow_[count] = make_block(align_up(std::max(bytes, total), kGranule));
-  overflow_[count].used = align_up(bytes, kGranule);
-  overflow_count_.store(count + 1, std::memory_order_release);
-  return {overflow_[count].host.data(), overflow_[count].device.data()};
+    total += overflow_.blocks[i].host.bytes();
+  overflow_.blocks[count] = make_block(align_up(std::max(bytes, total), kGranule));
+  overflow_.blocks[count].used = align_up(bytes, kGranule);
+  overflow_.count.store(count + 1, std::memory_order_release);
+  return {overflow_.blocks[count].host.data(), overflow_.blocks[count].device.data()};
 }
 
 std::optional<FrameArena::Location> FrameArena::locate_overflow(const std::byte* p,
                                                                 std::size_t bytes) const noexcept {
-  const std::size_t count = overflow_count_.load(std::memory_order_acquire);
+  const std::size_t count = overflow_.count.load(std::memory_order_acquire);
   if (count == 0) return std::nullopt;
-  std::lock_guard lock(overflow_mutex_);  // `used` of the last block moves under this lock
+  std::lock_guard lock(overflow_.mutex);  // `used` of the last block moves under this lock
   for (std::size_t i = 0; i < count; ++i) {
-    const ArenaBlock& b = overflow_[i];
+    const ArenaBlock& b = overflow_.blocks[i];
     if (p >= b.host.data() && bytes <= b.used && p <= b.host.data() + (b.used - bytes)) {
       return Location{static_cast<std::uint32_t>(i + 1),
                       static_cast<std::size_t>(p - b.host.data())};
@@ -108,18 +108,18 @@ FrameArena::BlockView FrameArena::block(std::size_t index) const {
     return {main_.host.data(), main_.device.data(),
             std::min(head_.load(std::memory_order_relaxed), capacity_), capacity_};
   }
-  std::lock_guard lock(overflow_mutex_);
-  const ArenaBlock& b = overflow_[index - 1];
+  std::lock_guard lock(overflow_.mutex);
+  const ArenaBlock& b = overflow_.blocks[index - 1];
   return {b.host.data(), b.device.data(), b.used, b.host.bytes()};
 }
 
 std::size_t FrameArena::used_bytes() const {
   std::size_t used = std::min(head_.load(std::memory_order_relaxed), capacity_);
-  const std::size_t count = overflow_count_.load(std::memory_order_acquire);
+  const std::size_t count = overflow_.count.load(std::memory_order_acquire);
   if (count == 0) return used;
-  std::lock_guard lock(overflow_mutex_);
+  std::lock_guard lock(overflow_.mutex);
   for (std::size_t i = 0; i < count; ++i)
-    used += overflow_[i].used;
+    used += overflow_.blocks[i].used;
   return used;
 }
 
@@ -139,13 +139,7 @@ FrameArena::Resize FrameArena::reset(std::size_t base_capacity_bytes,
     main_ = std::move(replacement);
     capacity_ = target;
   }
-  {
-    std::lock_guard lock(overflow_mutex_);
-    const std::size_t count = overflow_count_.load(std::memory_order_relaxed);
-    for (std::size_t i = 0; i < count; ++i)
-      overflow_[i] = ArenaBlock{};
-    overflow_count_.store(0, std::memory_order_release);
-  }
+  overflow_.release_all();
   head_.store(0, std::memory_order_relaxed);
   start_epoch();
   return resize;

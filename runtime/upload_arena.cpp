@@ -178,7 +178,7 @@ void UploadArena::end_run(detail::UploadChunk& chunk) {
 
 std::byte* UploadArena::reserve_overflow(std::uint64_t target, std::size_t bytes) {
   const std::uint64_t granules = granules_for(bytes);
-  std::lock_guard lock(overflow_mutex_);
+  std::lock_guard lock(overflow_.mutex);
   const std::uint64_t head = head_.load(std::memory_order_relaxed) & ~kSealed;
   const std::size_t used_descriptors = head >> kCountShift;
   if (policy_ == OverflowPolicy::fail) {
@@ -195,9 +195,9 @@ std::byte* UploadArena::reserve_overflow(std::uint64_t target, std::size_t bytes
   }
   // Sealing orders every reservation of the main block before those of the overflow blocks.
   head_.fetch_or(kSealed, std::memory_order_relaxed);
-  const std::size_t count = overflow_count_.load(std::memory_order_relaxed);
+  const std::size_t count = overflow_.count.load(std::memory_order_relaxed);
   if (count > 0) {
-    Block& last = overflow_[count - 1];
+    Block& last = overflow_.blocks[count - 1];
     if (last.descriptors < last.descriptor_capacity &&
         last.granules_used + granules <= last.payload_granules) {
       const std::uint64_t granule = last.granules_used;
@@ -218,10 +218,10 @@ std::byte* UploadArena::reserve_overflow(std::uint64_t target, std::size_t bytes
   std::uint64_t used_granules = head & kGranuleMask;
   std::uint64_t used_descriptors_total = used_descriptors;
   for (std::size_t i = 0; i < count; ++i) {
-    payload += overflow_[i].payload_granules * kStagingGranule;
-    descriptors += overflow_[i].descriptor_capacity;
-    used_granules += overflow_[i].granules_used;
-    used_descriptors_total += overflow_[i].descriptors;
+    payload += overflow_.blocks[i].payload_granules * kStagingGranule;
+    descriptors += overflow_.blocks[i].descriptor_capacity;
+    used_granules += overflow_.blocks[i].granules_used;
+    used_descriptors_total += overflow_.blocks[i].descriptors;
   }
   // Granules per reservation so far (this one included), rounded up.
   const std::uint64_t mean_granules =
@@ -230,10 +230,10 @@ std::byte* UploadArena::reserve_overflow(std::uint64_t target, std::size_t bytes
   const std::size_t descriptors_for_payload = payload / (mean_granules * kStagingGranule) + 1;
   payload = std::max(std::min(payload, payload_for_descriptors), bytes);
   descriptors = std::min(descriptors, descriptors_for_payload);
-  Block& block = overflow_[count] = make_block(std::min(payload, kMaxPayloadBytes),
-                                               std::min(descriptors, kMaxDescriptors), false);
+  Block& block = overflow_.blocks[count] = make_block(
+      std::min(payload, kMaxPayloadBytes), std::min(descriptors, kMaxDescriptors), false);
   block.granules_used = granules;
-  overflow_count_.store(count + 1, std::memory_order_release);
+  overflow_.count.store(count + 1, std::memory_order_release);
   return block.write(block.descriptors++, 0, target, bytes);
 }
 
@@ -347,8 +347,8 @@ UploadArena::BlockView UploadArena::block(std::size_t index) const {
     }
     return view(main_, descriptors, descriptors - empty, granules);
   }
-  std::lock_guard lock(overflow_mutex_);
-  const Block& b = overflow_[index - 1];
+  std::lock_guard lock(overflow_.mutex);
+  const Block& b = overflow_.blocks[index - 1];
   return view(b, b.descriptors, b.descriptors, b.granules_used);
 }
 
@@ -381,13 +381,7 @@ ArenaResize UploadArena::reset(std::size_t base_payload_bytes, std::size_t base_
                                    std::min(table.capacity, kMaxDescriptors), true);  // may throw
     main_ = std::move(replacement);
   }
-  {
-    std::lock_guard lock(overflow_mutex_);
-    const std::size_t count = overflow_count_.load(std::memory_order_relaxed);
-    for (std::size_t i = 0; i < count; ++i)
-      overflow_[i] = Block{};
-    overflow_count_.store(0, std::memory_order_release);
-  }
+  overflow_.release_all();
   head_.store(0, std::memory_order_relaxed);
   // A fresh epoch invalidates every thread's chunk of earlier frames, of any arena.
   epoch_ = next_epoch_.fetch_add(1, std::memory_order_relaxed);

@@ -1,6 +1,7 @@
 #include "bench_runner.hpp"
 
 #include <framestage/coordinator.hpp>
+#include <framestage/detail/enum_words.hpp>
 #include <framestage/error.hpp>
 #include <framestage/frame_arena.hpp>
 #include <framestage/stats.hpp>
@@ -430,7 +431,7 @@ class WorkloadBench {
 }  // namespace
 
 std::string_view to_string(Strategy strategy) noexcept {
-  return kNames[static_cast<std::size_t>(strategy)];
+  return detail::word_of(strategy, kNames);
 }
 
 std::optional<Strategy> parse_strategy(std::string_view name) noexcept {

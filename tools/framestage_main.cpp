@@ -115,6 +115,18 @@ void add_device_options(CLI::App* command, int& device, std::string* backend = n
       ->capture_default_str();
 }
 
+// A comma-separated option whose every word must be one of `words`; its help ends with them.
+CLI::Option* add_word_list_option(CLI::App* command, const std::string& name,
+                                  std::vector<std::string>& values, const std::string& help,
+                                  const std::vector<std::string>& words) {
+  std::string listed;
+  for (const std::string& word : words)
+    listed += (listed.empty() ? "" : ", ") + word;
+  return command->add_option(name, values, help + listed)
+      ->delimiter(',')
+      ->check(CLI::IsMember(words));
+}
+
 int run_probe_command(const ProbeArgs& args) {
   ProbeOptions options;
   options.quick = args.quick;
@@ -294,10 +306,6 @@ int main(int argc, char** argv) {
                           "calibrates nothing");
 
   BenchArgs bench;
-  std::string strategy_names;
-  for (const Strategy strategy : kAllStrategies) {
-    strategy_names += (strategy_names.empty() ? "" : ", ") + std::string(to_string(strategy));
-  }
   std::vector<std::string> strategy_words;
   for (const Strategy strategy : kAllStrategies)
     strategy_words.emplace_back(to_string(strategy));
@@ -316,11 +324,8 @@ int main(int argc, char** argv) {
       ->add_option("--config", bench.config,
                    "framestage's config: a Config JSON file, or a file from probe --save")
       ->check(CLI::ExistingFile);
-  bench_command
-      ->add_option("--strategies", bench.strategies,
-                   "comma-separated strategies to run (default: all): " + strategy_names)
-      ->delimiter(',')
-      ->check(CLI::IsMember(strategy_words));
+  add_word_list_option(bench_command, "--strategies", bench.strategies,
+                       "comma-separated strategies to run (default: all): ", strategy_words);
   bench_command
       ->add_option(
           "--frames", bench.frames,
@@ -350,14 +355,8 @@ int main(int argc, char** argv) {
   add_device_options(measure_command, measure.device);
   measure_command->add_option("--seed", measure.seed, "item sizes and order")
       ->capture_default_str();
-  std::string step_names;
-  for (const std::string& step : kMeasureSteps)
-    step_names += (step_names.empty() ? "" : ", ") + step;
-  measure_command
-      ->add_option("--steps", measure.steps,
-                   "comma-separated steps to run (default: all): " + step_names)
-      ->delimiter(',')
-      ->check(CLI::IsMember(kMeasureSteps));
+  add_word_list_option(measure_command, "--steps", measure.steps,
+                       "comma-separated steps to run (default: all): ", kMeasureSteps);
   measure_command
       ->add_option("--broadcast-devices", measure.broadcast_devices,
                    "comma-separated CUDA ordinals the broadcast step sends to; repeats are allowed "

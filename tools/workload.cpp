@@ -2,6 +2,7 @@
 
 #include "default_suite.hpp"
 
+#include <framestage/detail/enum_words.hpp>
 #include <framestage/error.hpp>
 
 #include <algorithm>
@@ -21,6 +22,10 @@ using json = nlohmann::json;
 constexpr std::array<std::string_view, 3> kDistributionWords{"fixed", "uniform", "log_uniform"};
 constexpr std::array<std::string_view, 3> kDestinationWords{"scattered", "contiguous", "mirror"};
 constexpr std::array<std::string_view, 2> kOrderWords{"ascending", "random"};
+static_assert(static_cast<std::size_t>(SizeDistribution::log_uniform) ==
+              kDistributionWords.size() - 1);
+static_assert(static_cast<std::size_t>(DestinationPattern::mirror) == kDestinationWords.size() - 1);
+static_assert(static_cast<std::size_t>(IssueOrder::random) == kOrderWords.size() - 1);
 // Word i names the buffering depth 1 + i, as in Config.
 constexpr std::array<std::string_view, 3> kBufferingWords{"single", "double", "triple"};
 constexpr std::array<std::string_view, 10> kKeys{
@@ -148,13 +153,13 @@ std::string exact_size_text(std::size_t bytes) {
 }
 
 std::string_view to_string(SizeDistribution distribution) noexcept {
-  return kDistributionWords[static_cast<std::size_t>(distribution)];
+  return detail::word_of(distribution, kDistributionWords);
 }
 std::string_view to_string(DestinationPattern destination) noexcept {
-  return kDestinationWords[static_cast<std::size_t>(destination)];
+  return detail::word_of(destination, kDestinationWords);
 }
 std::string_view to_string(IssueOrder order) noexcept {
-  return kOrderWords[static_cast<std::size_t>(order)];
+  return detail::word_of(order, kOrderWords);
 }
 
 WorkloadSpec WorkloadSpec::from_json(std::string_view text, std::string_view origin) {

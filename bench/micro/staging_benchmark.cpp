@@ -347,29 +347,11 @@ void staging(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * count * kItemBytes));
 }
 
-void BM_FrameAllocStage(benchmark::State& state) {
-  staging<Kind::frame_alloc_stage>(state);
-}
-void BM_Upload(benchmark::State& state) {
-  staging<Kind::upload>(state);
-}
-void BM_ReserveUpload(benchmark::State& state) {
-  staging<Kind::reserve_upload>(state);
-}
-void BM_Readback(benchmark::State& state) {
-  staging<Kind::readback>(state);
-}
-void BM_CopyBaseline(benchmark::State& state) {
-  staging<Kind::baseline>(state);
-}
-void BM_CopyBaselineDma(benchmark::State& state) {
-  staging<Kind::baseline_dma>(state);
-}
-void BM_CoreBaseline(benchmark::State& state) {
-  staging<Kind::core_baseline>(state);
-}
-
+// Defines the benchmark `fn` as staging<kind> and registers it on 1 to 16 threads.
 #define FRAMESTAGE_STAGING_BENCHMARK(fn, kind) \
+  void fn(benchmark::State& state) {           \
+    staging<kind>(state);                      \
+  }                                            \
   BENCHMARK(fn)                                \
       ->Setup(setup<kind>)                     \
       ->Teardown(teardown)                     \

@@ -1,21 +1,13 @@
 // The step on the GPU: one thread per owned cell, next_value as on the host.
+#include "cuda_check.hpp"
 #include "stencil_kernels.hpp"
 
-#include <framestage/error.hpp>
-
 #include <cuda_runtime.h>
-
-#include <string>
 
 namespace framestage::mpi_stencil {
 namespace {
 
-void check(cudaError_t status, const char* call) {
-  if (status != cudaSuccess) {
-    throw Error(ErrorCategory::cuda, std::string(call) + " failed: " + cudaGetErrorName(status) +
-                                         " (" + cudaGetErrorString(status) + ")");
-  }
-}
+using bench::check_cuda;
 
 constexpr dim3 kBlock{128, 4};
 
@@ -33,10 +25,10 @@ class CudaStencilKernels final : public StencilKernels {
 
   void step(StreamView stream, const float* in, float* out) override {
     // The backend restores the caller's device after each call; the launch must go to its one.
-    check(cudaSetDevice(device_), "cudaSetDevice");
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice");
     const dim3 grid{(band_.nx + kBlock.x - 1) / kBlock.x, (band_.rows + kBlock.y - 1) / kBlock.y};
     step_kernel<<<grid, kBlock, 0, static_cast<cudaStream_t>(stream.native())>>>(in, out, band_);
-    check(cudaGetLastError(), "step_kernel launch");
+    check_cuda(cudaGetLastError(), "step_kernel launch");
   }
 
  private:

@@ -1,26 +1,20 @@
 // The tick's kernels on the GPU: the step (heat_cell per thread), the diagnostics reduction, and
 // the per-item copies of the naive loop.
+#include "cuda_check.hpp"
 #include "kernels.hpp"
 
 #include <framestage/cuda_backend.hpp>
 #include <framestage/device_buffer.hpp>
-#include <framestage/error.hpp>
 
 #include <cuda_runtime.h>
 #include <cub/device/device_reduce.cuh>
 
 #include <cfloat>
-#include <string>
 
 namespace framestage::sim {
 namespace {
 
-void check(cudaError_t status, const char* call) {
-  if (status != cudaSuccess) {
-    throw Error(ErrorCategory::cuda, std::string(call) + " failed: " + cudaGetErrorName(status) +
-                                         " (" + cudaGetErrorString(status) + ")");
-  }
-}
+using bench::check_cuda;
 
 cudaStream_t native(StreamView stream) {
   return static_cast<cudaStream_t>(stream.native());
@@ -53,7 +47,7 @@ class CudaKernels final : public SimKernels {
     // Thrust's reduce hands its result to the host, which would stall every tick; CUB's (the
     // same CCCL algorithm underneath) writes it to device memory in stream order.
     std::size_t temp_bytes = 0;
-    check(
+    check_cuda(
         cub::DeviceReduce::TransformReduce(nullptr, temp_bytes, static_cast<const float*>(nullptr),
                                            static_cast<Diagnostics*>(nullptr), cells(),
                                            CombineDiagnostics{}, ToDiagnostics{}, kInit),
@@ -64,32 +58,34 @@ class CudaKernels final : public SimKernels {
   void step(StreamView stream, const StepBuffers& buffers) override {
     const dim3 grid{(n_ + kStepBlock.x - 1) / kStepBlock.x, (n_ + kStepBlock.y - 1) / kStepBlock.y};
     step_kernel<<<grid, kStepBlock, 0, native(stream)>>>(buffers, n_);
-    check(cudaGetLastError(), "step_kernel launch");
+    check_cuda(cudaGetLastError(), "step_kernel launch");
   }
 
   void diagnose(StreamView stream, const float* state, Diagnostics* out) override {
     std::size_t temp_bytes = temp_.size_bytes();
-    check(cub::DeviceReduce::TransformReduce(temp_.data(), temp_bytes, state, out, cells(),
-                                             CombineDiagnostics{}, ToDiagnostics{}, kInit,
-                                             native(stream)),
-          "cub::DeviceReduce::TransformReduce");
+    check_cuda(cub::DeviceReduce::TransformReduce(temp_.data(), temp_bytes, state, out, cells(),
+                                                  CombineDiagnostics{}, ToDiagnostics{}, kInit,
+                                                  native(stream)),
+               "cub::DeviceReduce::TransformReduce");
   }
 
   void zero(StreamView stream, void* device_dst, std::size_t bytes) override {
-    check(cudaMemsetAsync(device_dst, 0, bytes, native(stream)), "cudaMemsetAsync");
+    check_cuda(cudaMemsetAsync(device_dst, 0, bytes, native(stream)), "cudaMemsetAsync");
   }
 
   void copy_to_device_async(void* device_dst, const void* pinned_src, std::size_t bytes,
                             StreamView stream) override {
-    check(cudaMemcpyAsync(device_dst, pinned_src, bytes, cudaMemcpyHostToDevice, native(stream)),
-          "cudaMemcpyAsync (host to device)");
+    check_cuda(
+        cudaMemcpyAsync(device_dst, pinned_src, bytes, cudaMemcpyHostToDevice, native(stream)),
+        "cudaMemcpyAsync (host to device)");
   }
 
   void copy_to_host_sync(void* pinned_dst, const void* device_src, std::size_t bytes,
                          StreamView stream) override {
-    check(cudaMemcpyAsync(pinned_dst, device_src, bytes, cudaMemcpyDeviceToHost, native(stream)),
-          "cudaMemcpyAsync (device to host)");
-    check(cudaStreamSynchronize(native(stream)), "cudaStreamSynchronize");
+    check_cuda(
+        cudaMemcpyAsync(pinned_dst, device_src, bytes, cudaMemcpyDeviceToHost, native(stream)),
+        "cudaMemcpyAsync (device to host)");
+    check_cuda(cudaStreamSynchronize(native(stream)), "cudaStreamSynchronize");
   }
 
  private:

@@ -6,6 +6,8 @@
 /// own every resource a backend hands out.
 #pragma once
 
+#include <framestage/detail/handle_view.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -65,29 +67,9 @@ using StreamHandle = void*;
 using EventHandle = void*;
 
 /// @brief Non-owning view of a stream, passed by value (like rmm's cuda_stream_view).
-class StreamView {
- public:
-  constexpr StreamView() = default;
-  constexpr explicit StreamView(StreamHandle handle) : handle_(handle) {}
-  /// @brief The backend's handle: a cudaStream_t on the CUDA backend.
-  [[nodiscard]] constexpr StreamHandle native() const noexcept { return handle_; }
-  friend constexpr bool operator==(StreamView, StreamView) = default;
-
- private:
-  StreamHandle handle_ = nullptr;
-};
-
+using StreamView = detail::HandleView<detail::StreamTag>;
 /// @brief Non-owning view of an event.
-class EventView {
- public:
-  constexpr EventView() = default;
-  constexpr explicit EventView(EventHandle handle) : handle_(handle) {}
-  [[nodiscard]] constexpr EventHandle native() const noexcept { return handle_; }
-  friend constexpr bool operator==(EventView, EventView) = default;
-
- private:
-  EventHandle handle_ = nullptr;
-};
+using EventView = detail::HandleView<detail::EventTag>;
 
 /// @brief Device-side work the backend runs in stream order.
 ///

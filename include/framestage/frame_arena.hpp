@@ -5,6 +5,7 @@
 #include <framestage/backend.hpp>
 #include <framestage/config.hpp>
 #include <framestage/detail/capacity_tracker.hpp>
+#include <framestage/detail/overflow_blocks.hpp>
 
 #include <array>
 #include <atomic>
@@ -161,7 +162,7 @@ class FrameArena {
 
   /// @brief Blocks in use this frame: the main block (index 0), then overflow blocks in order.
   [[nodiscard]] std::size_t block_count() const noexcept {
-    return 1 + overflow_count_.load(std::memory_order_acquire);
+    return 1 + overflow_.count.load(std::memory_order_acquire);
   }
   /// @brief One block's addresses and use this frame.
   struct BlockView {
@@ -207,11 +208,7 @@ class FrameArena {
   std::size_t chunk_limit_ = 0;  // chunks are claimed only while the head is below this
   std::uint64_t epoch_ = 0;      // unique per arena and frame, so stale chunks are never used
   alignas(64) std::atomic<std::size_t> head_{0};
-  // Overflow blocks are published with a release store of the count, so readers that acquire
-  // the count see fully built blocks; the array never moves.
-  mutable std::mutex overflow_mutex_;
-  std::array<ArenaBlock, kMaxOverflowBlocks> overflow_{};
-  std::atomic<std::size_t> overflow_count_{0};
+  detail::OverflowBlocks<ArenaBlock, kMaxOverflowBlocks> overflow_;
   detail::CapacityTracker growth_;
 };
 

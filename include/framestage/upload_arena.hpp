@@ -6,6 +6,7 @@
 #include <framestage/backend.hpp>
 #include <framestage/config.hpp>
 #include <framestage/detail/capacity_tracker.hpp>
+#include <framestage/detail/overflow_blocks.hpp>
 
 #include <array>
 #include <atomic>
@@ -167,7 +168,7 @@ class UploadArena {
   };
   /// @brief The main block (0), then overflow blocks in reservation order.
   [[nodiscard]] std::size_t block_count() const noexcept {
-    return 1 + overflow_count_.load(std::memory_order_acquire);
+    return 1 + overflow_.count.load(std::memory_order_acquire);
   }
   [[nodiscard]] BlockView block(std::size_t index) const;
 
@@ -281,9 +282,7 @@ class UploadArena {
   Names names_;
   Block main_;
   alignas(64) std::atomic<std::uint64_t> head_{0};
-  mutable std::mutex overflow_mutex_;
-  std::array<Block, kMaxOverflowBlocks> overflow_{};
-  std::atomic<std::size_t> overflow_count_{0};
+  detail::OverflowBlocks<Block, kMaxOverflowBlocks> overflow_;
   detail::CapacityTracker payload_growth_;
   detail::CapacityTracker descriptor_growth_;
   static inline std::atomic<std::uint64_t> next_epoch_{1};
