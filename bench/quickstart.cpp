@@ -11,6 +11,9 @@ int main() {
   framestage::Config config;  // triple buffering, 64 MiB pinned arena per slot
   framestage::Coordinator frames(config, *backend);
   framestage::DeviceBuffer<float> velocity(*backend, 1 << 20);  // persistent device state
+  // Set once, before any frame: one call, there before the kernels enqueued after it.
+  const std::vector<float> masses(4096, 1.0f);
+  framestage::DeviceBuffer<float> mass = frames.upload_slice<float>(masses);
 
   for (int tick = 0; tick < 3; ++tick) {
     frames.begin_frame();
@@ -24,7 +27,7 @@ int main() {
     const std::vector<float> kick{1.0f, 2.0f, 3.0f};
     frames.upload<float>(velocity.data() + 1000 * tick, kick);
     framestage::FrameTicket ticket = frames.end_frame();
-    // Launch kernels on ticket.stream() reading frames.device_ptr(positions) and velocity.
+    // Launch kernels on ticket.stream() reading frames.device_ptr(positions), velocity, mass.
     ticket.wait();
   }
   std::printf("%s\n", frames.stats().to_json().c_str());

@@ -104,6 +104,44 @@ struct Coordinator::Impl {
 
   SlotArenas& current() { return slots[frames.slot]; }
 
+  void begin(bool opened_by_upload);
+  FrameTicket end();
+
+  // upload's checks, before anything is reserved (and before a one-off frame opens, so that
+  // misuse opens none): false when there is nothing to deliver.
+  bool expect_upload(void* device_dst, const void* src, std::size_t bytes) const {
+    FRAMESTAGE_EXPECTS(device_dst != nullptr, misuse, "upload: null destination for ", bytes,
+                       " bytes");
+    if (!detail::expect_upload_source(src, bytes)) return false;
+    addresses.expect(device_dst, bytes, "upload", "destination");
+    return true;
+  }
+
+  // Copies an upload into the open frame's upload arena, in pieces that fit a descriptor.
+  void deliver_upload(void* device_dst, const void* src, std::size_t bytes) {
+    auto* dst = static_cast<std::byte*>(device_dst);
+    const auto* from = static_cast<const std::byte*>(src);
+    detail::for_each_upload_piece(
+        bytes, UploadArena::kMaxReservationBytes, [&](std::size_t offset, std::size_t piece) {
+          stream_copy(reserve_upload(dst + offset, piece), from + offset, piece);
+        });
+  }
+
+  // An upload between frames: a frame of its own, opened and ended here (one-off).
+  void upload_one_off(void* device_dst, const void* src, std::size_t bytes) {
+    state.expect_not_failed();
+    if (!expect_upload(device_dst, src, bytes)) return;
+    begin(true);
+    try {
+      deliver_upload(device_dst, src, bytes);
+    } catch (...) {
+      // Nothing of this call is left staged: the frame ends (empty under "fail"), closed.
+      if (state.in_frame()) (void)end();
+      throw;
+    }
+    (void)end();
+  }
+
   // One upload's descriptor and payload; a large one tells end_frame to scan before copying.
   std::byte* reserve_upload(void* device_dst, std::size_t bytes) {
     if (bytes >= config.direct_copy_threshold_bytes)
@@ -122,6 +160,7 @@ struct Coordinator::Impl {
   detail::DeviceAddressCheck addresses{*backend};          // host pointers where device ones belong
   std::atomic<bool> large_uploads{false};  // an upload this frame reached the direct threshold
   std::size_t frame_start_capacity = 0;
+  bool one_off = false;  // the open frame was opened by an upload between frames
   CoordinatorStats stats;
 };
 
@@ -131,29 +170,38 @@ Coordinator::Coordinator(const Config& config, Backend& backend)
 Coordinator::~Coordinator() = default;
 
 void Coordinator::begin_frame() {
+  impl_->begin(false);
+}
+
+void Coordinator::Impl::begin(bool opened_by_upload) {
   const NvtxRange range("framestage::begin_frame");
-  Impl& m = *impl_;
-  const std::uint32_t slot = m.frames.next_slot(m.slots.size());
-  SlotArenas& s = m.slots[slot];
-  m.state.guarded([&] {
-    // The user has enqueued the last frame's kernels by now: mark where its readers end.
-    m.frames.retire_last_frame([&](std::uint32_t last) { m.scheduler.retire(last); });
-    m.scheduler.acquire(slot);
-    const auto resize = s.arena->reset(m.config.arena_bytes, m.config.trim_after_frames);
-    s.uploads->reset(m.config.upload_arena_bytes, m.config.max_uploads_per_frame,
-                     m.config.trim_after_frames);
-    s.readbacks->reset(m.config.readback_arena_bytes, m.config.max_readbacks_per_frame,
-                       m.config.trim_after_frames);
-    m.stats.arena_growths += resize == FrameArena::Resize::grew;
-    m.stats.arena_trims += resize == FrameArena::Resize::trimmed;
+  const std::uint32_t slot = frames.next_slot(slots.size());
+  SlotArenas& s = slots[slot];
+  state.guarded([&] {
+    // The user has enqueued the last frame's kernels by now: mark where its readers end. A
+    // one-off frame marks only the slot it takes: kernels that read the last frame may follow.
+    const auto mark = [&](std::uint32_t last) { scheduler.retire(last); };
+    if (opened_by_upload)
+      frames.retire_slot(slot, mark);
+    else
+      frames.retire_last_frame(mark);
+    scheduler.acquire(slot);
+    const auto resize = s.arena->reset(config.arena_bytes, config.trim_after_frames);
+    s.uploads->reset(config.upload_arena_bytes, config.max_uploads_per_frame,
+                     config.trim_after_frames);
+    s.readbacks->reset(config.readback_arena_bytes, config.max_readbacks_per_frame,
+                       config.trim_after_frames);
+    stats.arena_growths += resize == FrameArena::Resize::grew;
+    stats.arena_trims += resize == FrameArena::Resize::trimmed;
   });
-  const std::uint64_t next = m.frames.frame + 1;
-  m.large_uploads.store(false, std::memory_order_relaxed);
+  const std::uint64_t next = frames.frame + 1;
+  large_uploads.store(false, std::memory_order_relaxed);
   s.frame = next;
   // Readbacks of the frame this slot held are gone from here on.
-  m.readback_slots[slot].holds.store(next, std::memory_order_release);
-  m.frame_start_capacity = s.arena->capacity_bytes();
-  m.frames.open(slot, *s.arena);
+  readback_slots[slot].holds.store(next, std::memory_order_release);
+  frame_start_capacity = s.arena->capacity_bytes();
+  one_off = opened_by_upload;
+  frames.open(slot, *s.arena);
 }
 
 void* Coordinator::device_address(const void* ptr, std::size_t bytes, std::uint64_t frame) const {
@@ -164,17 +212,11 @@ void* Coordinator::device_address(const void* ptr, std::size_t bytes, std::uint6
 
 void Coordinator::upload_bytes(void* device_dst, const void* src, std::size_t bytes) {
   Impl& m = *impl_;
-  m.state.expect_in_frame("upload");
-  FRAMESTAGE_EXPECTS(device_dst != nullptr, misuse, "upload: null destination for ", bytes,
-                     " bytes");
-  if (!detail::expect_upload_source(src, bytes)) return;
-  m.addresses.expect(device_dst, bytes, "upload", "destination");
-  auto* dst = static_cast<std::byte*>(device_dst);
-  const auto* from = static_cast<const std::byte*>(src);
-  detail::for_each_upload_piece(
-      bytes, UploadArena::kMaxReservationBytes, [&](std::size_t offset, std::size_t piece) {
-        stream_copy(m.reserve_upload(dst + offset, piece), from + offset, piece);
-      });
+  if (!m.state.in_frame()) [[unlikely]] {
+    m.upload_one_off(device_dst, src, bytes);
+    return;
+  }
+  if (m.expect_upload(device_dst, src, bytes)) m.deliver_upload(device_dst, src, bytes);
 }
 
 std::byte* Coordinator::reserve_upload_bytes(void* device_dst, std::size_t count,
@@ -196,36 +238,39 @@ detail::ReadbackSlot* Coordinator::readback_slot() const noexcept {
 }
 
 FrameTicket Coordinator::end_frame() {
-  Impl& m = *impl_;
-  m.frames.expect_frame_open();
-  SlotArenas& s = m.current();
-  const std::uint32_t slot = m.frames.slot;
-  const std::uint64_t frame = m.frames.frame;
+  return impl_->end();
+}
+
+FrameTicket Coordinator::Impl::end() {
+  frames.expect_frame_open();
+  SlotArenas& s = current();
+  const std::uint32_t slot = frames.slot;
+  const std::uint64_t frame = frames.frame;
   std::size_t staged_calls = 0;
   const ReadbackPlan* readbacks = nullptr;
-  const TransferPlan& plan = m.state.guarded([&]() -> const TransferPlan& {
+  const TransferPlan& plan = state.guarded([&]() -> const TransferPlan& {
     const NvtxRange range("framestage::end_frame");
-    staged_calls = m.frames.staged.calls();
+    staged_calls = frames.staged.calls();
     s.uploads->pad_unused();
     s.readbacks->pad_unused();
-    const PlannerInput input{s.arena.get(), s.uploads.get(), m.frames.staged.all(),
-                             m.large_uploads.load(std::memory_order_relaxed)};
+    const PlannerInput input{s.arena.get(), s.uploads.get(), frames.staged.all(),
+                             large_uploads.load(std::memory_order_relaxed)};
     // Where it can, the payload is on the wire while the descriptors are still being checked.
     // Readbacks go after planning (which may throw and leave the frame open), and their gathers
     // before the frame's scatters on the consumer stream.
-    const TransferPlan* early = m.planner.plan_early(input);
-    if (early != nullptr) m.scheduler.submit_copies(slot, frame, *early);
+    const TransferPlan* early = planner.plan_early(input);
+    if (early != nullptr) scheduler.submit_copies(slot, frame, *early);
     const TransferPlan& p = [&]() -> const TransferPlan& {
       const NvtxRange planning("framestage::plan");
-      return early != nullptr ? m.planner.finish_early(input) : m.planner.plan(input);
+      return early != nullptr ? planner.finish_early(input) : planner.plan(input);
     }();
-    readbacks = &m.planner.plan_readbacks(*s.readbacks);
-    m.scheduler.submit_readbacks(slot, *readbacks);
-    if (early == nullptr) m.scheduler.submit_copies(slot, frame, p);
-    m.scheduler.submit_consumers(slot, p);
+    readbacks = &planner.plan_readbacks(*s.readbacks);
+    scheduler.submit_readbacks(slot, *readbacks);
+    if (early == nullptr) scheduler.submit_copies(slot, frame, p);
+    scheduler.submit_consumers(slot, p);
     return p;
   });
-  m.readback_slots[slot].submitted.store(frame, std::memory_order_release);
+  readback_slots[slot].submitted.store(frame, std::memory_order_release);
 
   FrameStats f;
   f.frame = frame;
@@ -246,14 +291,15 @@ FrameTicket Coordinator::end_frame() {
   f.readback_bytes = readbacks->bytes;
   f.direct_readbacks = readbacks->direct_regions;
   f.arena_used_bytes = s.arena->used_bytes();
-  f.arena_capacity_bytes = m.frame_start_capacity;
+  f.arena_capacity_bytes = frame_start_capacity;
   f.arena_overflowed = s.arena->overflowed();
-  m.stats.add(f);
-  m.refresh_slot_stats();
+  f.opened_by_upload = one_off;
+  stats.add(f);
+  refresh_slot_stats();
 
-  m.frames.close();
-  return FrameTicket(m.backend, frame, slot, m.scheduler.consumer_stream(),
-                     m.scheduler.ready_event(slot));
+  frames.close();
+  return FrameTicket(backend, frame, slot, scheduler.consumer_stream(),
+                     scheduler.ready_event(slot));
 }
 
 void Coordinator::synchronize() {

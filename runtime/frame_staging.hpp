@@ -168,12 +168,26 @@ struct FrameStaging {
     return static_cast<std::uint32_t>(frame % slots);
   }
 
-  /// Marks where the last frame's readers end with `mark(slot)`, once (begin_frame, guarded).
+  /// Marks where the readers of the frames ended since the last begin_frame end, with
+  /// `mark(slot)` for each of their slots, once (begin_frame, guarded).
   template <class Mark>
   void retire_last_frame(Mark&& mark) {
-    if (!unretired_slot) return;
-    mark(*unretired_slot);
-    unretired_slot.reset();
+    for (std::uint32_t s = 0; unretired_slots != 0; ++s) {
+      if ((unretired_slots & slot_bit(s)) == 0) continue;
+      mark(s);
+      unretired_slots &= ~slot_bit(s);
+    }
+  }
+
+  /// A one-off frame's first step (an upload between frames, guarded): marks the readers' end of
+  /// `next_slot` alone, the slot it is about to take. The other ended frames' readers stay open,
+  /// so kernels enqueued after the one-off frame that read the last frame still count as its
+  /// readers, and the next begin_frame marks their end.
+  template <class Mark>
+  void retire_slot(std::uint32_t next_slot, Mark&& mark) {
+    if ((unretired_slots & slot_bit(next_slot)) == 0) return;
+    mark(next_slot);
+    unretired_slots &= ~slot_bit(next_slot);
   }
 
   /// begin_frame's last step: opens the next frame in `next_slot`, staging into `next_arena`.
@@ -192,7 +206,7 @@ struct FrameStaging {
 
   /// end_frame's last step: closes the frame; the next begin_frame marks its readers' end.
   void close() {
-    unretired_slot = slot;
+    unretired_slots |= slot_bit(slot);
     state.close();
   }
 
@@ -202,7 +216,11 @@ struct FrameStaging {
   FrameArena* arena = nullptr;  // the open frame's; set before the frame opens
   std::uint64_t frame = 0;      // the open frame, or the last one ended; 0 before the first
   std::uint32_t slot = 0;
-  std::optional<std::uint32_t> unretired_slot;  // ended, its readers' end not marked yet
+  // Slots of frames that ended and whose readers' end is not marked yet: the last frame's, and
+  // with one-off frames after it, theirs too.
+  std::uint32_t unretired_slots = 0;
+  static_assert(Config::kMaxBuffering <= 32, "unretired_slots has a bit per slot");
+  static constexpr std::uint32_t slot_bit(std::uint32_t s) { return std::uint32_t{1} << s; }
 };
 
 /// A slot, and where a range lies in its arena.

@@ -28,6 +28,7 @@ nlohmann::ordered_json frame_json(const FrameStats& f) {
       {"arena_used_bytes", f.arena_used_bytes},
       {"arena_capacity_bytes", f.arena_capacity_bytes},
       {"arena_overflowed", f.arena_overflowed},
+      {"opened_by_upload", f.opened_by_upload},
   };
 }
 
@@ -35,6 +36,7 @@ nlohmann::ordered_json frame_json(const FrameStats& f) {
 
 void CoordinatorStats::add(const FrameStats& f) {
   ++frames;
+  frames_opened_by_upload += f.opened_by_upload ? 1 : 0;
   uploads += f.uploads;
   superseded_uploads += f.superseded_uploads;
   merged_overlaps += f.merged_overlaps;
@@ -57,6 +59,7 @@ std::string CoordinatorStats::to_json() const {
   }
   const nlohmann::ordered_json j = {
       {"frames", frames},
+      {"frames_opened_by_upload", frames_opened_by_upload},
       {"uploads", uploads},
       {"superseded_uploads", superseded_uploads},
       {"merged_overlaps", merged_overlaps},

@@ -569,6 +569,61 @@ TEST_P(CudaCoordinator, SlotIsNotReusedWhileAKernelStillReadsIt) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// upload_slice and upload between frames: one-off frames, as memkit-co's quick start writes them
+
+/// Copies `count` elements of `src` to `dst` in a grid-stride loop: a kernel that reads the data.
+__global__ void copy_elements_kernel(const std::uint32_t* src, std::uint32_t* dst,
+                                     std::size_t count) {
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < count;
+       i += std::size_t{gridDim.x} * blockDim.x)
+    dst[i] = src[i];
+}
+
+// upload_slice before any frame, then a kernel on the consumer stream that reads the buffer: it
+// sees every byte, with no frame opened by hand. Then upload() into it between two frames, and
+// the consumer stream synchronized: the device holds the new bytes. A small slice (scattered or
+// zero-copy) and a large one (past the direct-copy threshold) in each mode.
+TEST_P(CudaCoordinator, UploadSliceBetweenFramesIsThereForTheNextKernel) {
+  Coordinator c(config(1 << 20, 8 << 20, 1024), backend());
+  for (const std::size_t count : {std::size_t{37}, std::size_t{300'000}}) {
+    std::vector<std::uint32_t> values(count);
+    for (std::size_t i = 0; i < count; ++i)
+      values[i] = frame_value(1000 + count, i, kSmallSalt);
+    const std::uint64_t frames_before = c.current_frame();
+    DeviceBuffer<std::uint32_t> slice = c.upload_slice<std::uint32_t>(values);
+    EXPECT_EQ(c.current_frame(), frames_before + 1);
+    EXPECT_FALSE(c.frame_open());
+    values.assign(count, 0);  // the source may be reused at once
+
+    DeviceBuffer<std::uint32_t> out(backend(), count);
+    copy_elements_kernel<<<64, 256, 0, native(c.consumer_stream())>>>(slice.data(), out.data(),
+                                                                      count);
+    FRAMESTAGE_TEST_CUDA(cudaGetLastError());
+    FRAMESTAGE_TEST_CUDA(cudaStreamSynchronize(native(c.consumer_stream())));
+    const std::vector<std::uint32_t> copied = read_back(out.data(), count);
+    std::size_t wrong = 0;
+    for (std::size_t i = 0; i < count; ++i)
+      wrong += copied[i] != frame_value(1000 + count, i, kSmallSalt) ? 1 : 0;
+    EXPECT_EQ(wrong, 0u) << "the kernel after upload_slice read " << wrong << " of " << count
+                         << " elements wrong";
+
+    // A frame, then an upload between frames over the same buffer.
+    c.begin_frame();
+    (void)c.frame_alloc<std::uint32_t>(16);
+    (void)c.end_frame();
+    std::vector<std::uint32_t> later(count);
+    for (std::size_t i = 0; i < count; ++i)
+      later[i] = frame_value(2000 + count, i, kLargeSalt);
+    c.upload<std::uint32_t>(slice.data(), later);
+    FRAMESTAGE_TEST_CUDA(cudaStreamSynchronize(native(c.consumer_stream())));
+    const std::vector<std::uint32_t> arrived = read_back(slice.data(), count);
+    EXPECT_TRUE(bytes_equal(std::as_bytes(std::span(arrived)), std::as_bytes(std::span(later))));
+  }
+  EXPECT_EQ(c.stats().frames_opened_by_upload, 4u);
+  c.synchronize();
+}
+
 std::vector<Mode> all_modes() {
   std::vector<Mode> modes;
   for (UploadStrategy strategy : {UploadStrategy::automatic, UploadStrategy::copy_scatter,

@@ -63,17 +63,19 @@ class FrameTicket {
 /// upload_slice and device_ptr may be called from many threads at once inside a frame; they take no
 /// lock while the arena has room. begin_frame, end_frame, set_consumer_stream, synchronize and
 /// stats belong to one owner thread, and every other thread's calls for a frame must happen before
-/// that frame's end_frame().
+/// that frame's end_frame(). Between frames, upload and upload_slice open a frame of their own
+/// (see upload()), so there they belong to the owner thread too.
 /// **Ordering:** the consumer stream runs a frame's scatters and direct copies after all work
 /// enqueued on it before end_frame(). Kernels that read a frame's data must be enqueued on the
 /// consumer stream before the next begin_frame(): that call marks where the slot's readers end,
 /// and the slot is not reused until they have run.
 /// **Errors:** misuse throws Error(misuse) and changes nothing. A backend failure in
-/// begin_frame, end_frame, synchronize or set_consumer_stream throws Error(cuda) and leaves the
-/// coordinator failed: every later call throws Error(failed_state) with the first error's
-/// message. A failure while a FrameTicket or Readback waits, or while a staging call allocates an
-/// overflow block, is thrown to that caller only; a sticky CUDA error then fails the next owner
-/// call (docs/guarantees.md). A time-out in begin_frame leaves no frame open; it may be retried.
+/// begin_frame, end_frame, synchronize, set_consumer_stream or an upload between frames (a
+/// one-off frame) throws Error(cuda) and leaves the coordinator failed: every later call throws
+/// Error(failed_state) with the first error's message. A failure while a FrameTicket or Readback
+/// waits, or while a staging call allocates an overflow block, is thrown to that caller only; a
+/// sticky CUDA error then fails the next owner call (docs/guarantees.md). A time-out in
+/// begin_frame, or in an upload between frames, leaves no frame open; it may be retried.
 class Coordinator : public detail::StagingFront {
  public:
   /// @throws Error(bad_config) for an invalid config; Error(out_of_memory) if the arenas do not
@@ -98,11 +100,39 @@ class Coordinator : public detail::StagingFront {
     return static_cast<T*>(device_address(span.data(), span.size_bytes(), span.frame()));
   }
 
-  /// @brief Copies `src` into the arena now and delivers it to `device_dst` with this frame.
-  /// `src` may be reused as soon as this returns. Of overlapping uploads in a frame, the one
-  /// issued last wins, byte for byte (from different threads, "last" is unspecified).
-  /// @throws Error(misuse) outside a frame or for a null destination; Error(out_of_memory)
-  ///         under OverflowPolicy::fail when the arena or descriptor table is full.
+  /// @brief Copies `src` into pinned memory now and delivers it to `device_dst`: inside a frame
+  /// with that frame, between frames at once, as a frame of its own.
+  ///
+  /// Inside a frame: copied into the frame's upload arena, delivered at end_frame(). Of
+  /// overlapping uploads in a frame, the one issued last wins, byte for byte (from different
+  /// threads, "last" is unspecified). Cost: a copy into pinned memory, one atomic operation
+  /// while the arena has room.
+  ///
+  /// Between frames (before the first begin_frame, or after an end_frame): a one-off frame,
+  /// begin_frame(), this upload and end_frame() in one call, for data that is set once ("upload
+  /// and forget"). It takes the next slot as begin_frame() does, so it may block until that slot
+  /// is free; current_frame() advances by one, and stats() counts the frame (`frames`,
+  /// `frames_opened_by_upload`, `last_frame.opened_by_upload`). Cost: a frame's planning and a
+  /// few backend calls (an event record, a copy or a scatter, the ready event), so uploads that
+  /// come together belong in one frame. As any frame does, it makes the frame its slot held
+  /// `buffering` frames earlier stale (device_ptr and Readback refuse it; with buffering 1, that
+  /// is the last frame). It writes no mirror, and kernels that read the last frame's mirror may
+  /// still be enqueued after it, until the next begin_frame().
+  ///
+  /// **Ownership:** `src` may be reused as soon as this returns: its bytes are in pinned memory
+  /// by then, in both cases.
+  /// **Thread safety:** inside a frame, any thread; between frames, the owner thread only (it
+  /// opens and ends a frame, as begin_frame does).
+  /// **Ordering:** the bytes are at `device_dst` before any work enqueued on the consumer stream
+  /// after end_frame() (inside a frame) or after this call returns (between frames), and after
+  /// the work enqueued there before. The host sees them once that frame completes: its ticket
+  /// inside a frame, synchronize() after a one-off upload.
+  /// @throws Error(misuse) for a null destination (inside or between frames: a misuse opens no
+  ///         frame); Error(out_of_memory) under OverflowPolicy::fail when the arena or descriptor
+  ///         table is full (between frames, the one-off frame still ends, with nothing in it);
+  ///         between frames also what begin_frame() and end_frame() throw: Error(timeout) if
+  ///         the slot stays busy past slot_timeout_ms (no frame opens, nothing is uploaded, the
+  ///         call may be retried), Error(cuda), Error(failed_state).
   template <class T>
   void upload(T* device_dst, std::type_identity_t<std::span<const T>> src) {
     static_assert(std::is_trivially_copyable_v<T>, "uploads are copied by DMA");
@@ -113,7 +143,8 @@ class Coordinator : public detail::StagingFront {
   /// which delivers them to `device_dst`: the data is written once, straight into the frame's
   /// upload arena, with no copy on the host. It behaves as upload() otherwise (issue order is
   /// the order of reserve_upload calls).
-  /// @throws Error(misuse) outside a frame, for a null destination or more than 2 GiB;
+  /// @throws Error(misuse) outside a frame (unlike upload(), it opens none: its space is filled
+  ///         after the call), for a null destination or more than 2 GiB;
   ///         Error(out_of_memory) under OverflowPolicy::fail when the upload arena or its
   ///         descriptor table is full.
   template <class T>
@@ -144,7 +175,14 @@ class Coordinator : public detail::StagingFront {
     return readback(device_src.data(), device_src.size());
   }
 
-  /// @brief A new persistent buffer holding `src`'s elements once this frame completes.
+  /// @brief A new persistent buffer holding `src`'s elements: upload() into a new DeviceBuffer.
+  /// Inside a frame they are there once the frame completes; between frames the call is a
+  /// one-off frame of its own, and kernels enqueued on the consumer stream after it see them
+  /// (see upload() for the cost, blocking, frame number and stats). `src` may be reused as soon
+  /// as this returns.
+  /// **Thread safety:** inside a frame, any thread; between frames, the owner thread only.
+  /// @throws what DeviceBuffer's constructor (Error(out_of_memory)) and upload() throw; the
+  ///         buffer is freed again.
   template <class T>
   [[nodiscard]] DeviceBuffer<T> upload_slice(std::span<const T> src) {
     DeviceBuffer<T> buffer(backend(), src.size());

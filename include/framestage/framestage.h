@@ -162,8 +162,12 @@ framestage_status framestage_device_ptr(const framestage_coordinator* coordinato
                                         const framestage_span* span, void** device_ptr);
 
 /**
- * @brief Copies `bytes` from `src` (any host memory, reusable on return) into the frame and
- * delivers them to `device_dst` with it. Of overlapping uploads the last one issued wins.
+ * @brief Copies `bytes` from `src` (any host memory, reusable on return) into pinned memory and
+ * delivers them to `device_dst`. Inside a frame, with that frame; of overlapping uploads the
+ * last one issued wins. Between frames (from the owner thread only), as a one-off frame of its
+ * own, as Coordinator::upload: the bytes are there before any work enqueued on the consumer
+ * stream after the call; it waits for a slot as framestage_begin_frame does
+ * (FRAMESTAGE_ERROR_TIMEOUT, nothing uploaded), and the frame number advances by one.
  */
 framestage_status framestage_upload(framestage_coordinator* coordinator, void* device_dst,
                                     const void* src, size_t bytes);

@@ -33,11 +33,13 @@ struct FrameStats {
   std::size_t arena_used_bytes = 0;      ///< arena bytes this frame used, padding included
   std::size_t arena_capacity_bytes = 0;  ///< the slot's arena capacity at the frame's start
   bool arena_overflowed = false;         ///< the frame needed overflow blocks (grow policy)
+  bool opened_by_upload = false;  ///< a one-off frame: an upload between frames opened and ended it
 };
 
 /// @brief Totals since construction, the last frame, and each slot's arena.
 struct CoordinatorStats {
-  std::uint64_t frames = 0;
+  std::uint64_t frames = 0;                   ///< every frame ended, one-off frames included
+  std::uint64_t frames_opened_by_upload = 0;  ///< one-off frames: uploads between frames
   std::size_t uploads = 0;
   std::size_t superseded_uploads = 0;
   std::size_t merged_overlaps = 0;

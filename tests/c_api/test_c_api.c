@@ -224,6 +224,46 @@ static void test_reserve_upload_and_device_io(void) {
   REQUIRE_OK(framestage_destroy(c));
 }
 
+/* framestage_upload between frames: a one-off frame of its own (frame number + 1), delivered
+ * before work enqueued on the consumer stream afterwards (synchronize, then read it); the calls
+ * whose space is filled after the call stay misuse between frames. */
+static void test_upload_between_frames(void) {
+  framestage_coordinator* c = NULL;
+  REQUIRE_OK(framestage_create(kHostConfig, &c));
+  int32_t* device = NULL;
+  REQUIRE_OK(framestage_device_alloc(c, 32 * sizeof(int32_t), (void**)&device));
+  int32_t values[32];
+  for (int i = 0; i < 32; ++i)
+    values[i] = 7 * i - 50;
+  REQUIRE_OK(framestage_upload(c, device, values, sizeof values));
+  uint64_t frame = 0;
+  REQUIRE_OK(framestage_current_frame(c, &frame));
+  CHECK(frame == 1);
+  for (int i = 0; i < 32; ++i)
+    values[i] = -1; /* the source is reusable on return */
+  REQUIRE_OK(framestage_synchronize(c));
+  int32_t back[32];
+  REQUIRE_OK(framestage_device_read(c, back, device, sizeof back));
+  for (int i = 0; i < 32; ++i)
+    CHECK(back[i] == 7 * i - 50);
+
+  framestage_span span;
+  CHECK_FAILS(framestage_reserve_upload(c, device, 16, &span), FRAMESTAGE_ERROR_MISUSE,
+              "reserve_upload outside a frame");
+  framestage_readback readback;
+  CHECK_FAILS(framestage_request_readback(c, device, 16, &readback), FRAMESTAGE_ERROR_MISUSE,
+              "readback outside a frame");
+  CHECK_FAILS(framestage_upload(c, NULL, values, sizeof values), FRAMESTAGE_ERROR_MISUSE,
+              "null destination");
+  REQUIRE_OK(framestage_current_frame(c, &frame));
+  CHECK(frame == 1); /* misuse opened no frame */
+  REQUIRE_OK(framestage_begin_frame(c));
+  REQUIRE_OK(framestage_current_frame(c, &frame));
+  CHECK(frame == 2);
+  REQUIRE_OK(framestage_end_frame(c, NULL));
+  REQUIRE_OK(framestage_destroy(c));
+}
+
 static void test_misuse(void) {
   CHECK_FAILS(framestage_begin_frame(NULL), FRAMESTAGE_ERROR_MISUSE, "coordinator is NULL");
   framestage_coordinator* c = NULL;
@@ -335,6 +375,7 @@ int main(void) {
   test_host_backend_by_name();
   test_stage_upload_readback();
   test_reserve_upload_and_device_io();
+  test_upload_between_frames();
   test_misuse();
   test_threads();
   test_cuda_backend_by_name();

@@ -1,9 +1,12 @@
-# The install test: `cmake --install` the build into a fresh prefix, then build and run the
-# consumers against it: a CMake project (find_package, C++ and C, Fortran where there is one),
-# and a Makefile that takes its flags from pkg-config (where pkg-config and make are).
+# The install test: `cmake --install` the build into a fresh prefix, check that the installed
+# `framestage` program runs, then build and run the consumers against it: a CMake project
+# (find_package, C++ and C, CUDA where the build had nvcc, Fortran where there is one), and a
+# Makefile that takes its flags from pkg-config (where pkg-config and make are).
 #   -DBUILD_DIR=  the framestage build tree      -DWORK_DIR=  scratch space (emptied first)
 #   -DSOURCE_DIR= this directory                 -DGENERATOR= -DBUILD_TYPE= as the build's
 #   -DC_COMPILER= -DCXX_COMPILER= -DFortran_COMPILER= (empty: no Fortran)
+#   -DCUDA_COMPILER= -DCUDA_ARCHITECTURES= (empty compiler: no CUDA consumer)
+#   -DCLI=        ON where the build has the framestage program (FRAMESTAGE_BUILD_TOOLS)
 #   -DLINK_FLAGS= what every link of the build got (the sanitizer's flags), as a ;-list
 cmake_minimum_required(VERSION 3.25)
 
@@ -27,20 +30,37 @@ foreach(installed include/framestage/framestage.h include/framestage/framestage.
   endif()
 endforeach()
 
+# The program, from the prefix: its default suite is compiled in, so it needs nothing else.
+if(CLI)
+  run(${prefix}/bin/framestage --help)
+  run(${prefix}/bin/framestage bench --list)
+endif()
+
 list(JOIN LINK_FLAGS " " link_flags)
 set(fortran OFF)
+set(cuda OFF)
 set(compilers -DCMAKE_C_COMPILER=${C_COMPILER} -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
 if(Fortran_COMPILER)
   set(fortran ON)
   list(APPEND compilers -DCMAKE_Fortran_COMPILER=${Fortran_COMPILER})
 endif()
+if(CUDA_COMPILER)
+  set(cuda ON)
+  list(APPEND compilers -DCMAKE_CUDA_COMPILER=${CUDA_COMPILER}
+       "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES}")
+endif()
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/consumer -B ${WORK_DIR}/cmake -G ${GENERATOR}
     -DCMAKE_BUILD_TYPE=${BUILD_TYPE} -DCMAKE_PREFIX_PATH=${prefix} ${compilers}
-    -DCONSUMER_FORTRAN=${fortran} "-DCMAKE_EXE_LINKER_FLAGS=${link_flags}")
+    -DCONSUMER_FORTRAN=${fortran} -DCONSUMER_CUDA=${cuda} "-DCMAKE_EXE_LINKER_FLAGS=${link_flags}")
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/cmake)
 set(programs consumer_cpp consumer_c)
 if(fortran)
   list(APPEND programs consumer_fortran)
+endif()
+if(cuda)
+  list(APPEND programs consumer_cuda)
+else()
+  message(STATUS "install test: this build has no CUDA compiler; the CUDA consumer is not built")
 endif()
 foreach(program IN LISTS programs)
   run(${WORK_DIR}/cmake/${program})
