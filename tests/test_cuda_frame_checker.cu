@@ -43,7 +43,7 @@ TEST_F(CudaFrameChecker, EveryShapeArrivesByteForByte) {
     options.every_theme = false;
   } else if (scale_is_full()) {
     options.min_seconds = 120;
-    options.max_seconds = 240;
+    options.max_seconds = 200;
     options.world_bytes = (std::size_t{9} << 30) / 4;
     options.max_frame_bytes = std::size_t{512} << 20;
     options.max_item_bytes = std::size_t{64} << 20;
