@@ -12,9 +12,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <optional>
-#include <string>
 #include <utility>
 #include <vector>
 
