@@ -178,6 +178,9 @@ TEST_F(Cli, HostBenchChecksEveryByteAndWritesReports) {
   EXPECT_EQ(report["schema"], "framestage-bench/1");
   EXPECT_EQ(report["backend"]["emulation"], true);
   EXPECT_EQ(report["contents_ok"], true);
+  // Rewritten after each workload; the last write says the run finished.
+  EXPECT_EQ(report["complete"], true);
+  EXPECT_TRUE(report["failure"].is_null());
   EXPECT_EQ(report["command_line"][1], "bench");
   ASSERT_EQ(report["workloads"].size(), 2u);
   EXPECT_EQ(report["workloads"][0]["name"], "tiny-scattered");
