@@ -188,10 +188,6 @@ class FrameChecker {
     FrameTicket ticket;
     std::vector<Op> checks;  // accepted mirrors and readbacks
   };
-  struct alignas(16) Wide {
-    std::uint64_t low;
-    std::uint64_t high;
-  };
 
   static std::uint64_t mix(std::uint64_t seed, std::uint64_t n) {
     std::uint64_t z = seed * 0x9e3779b97f4a7c15 + n + 0x632be59bd9b4e019;
@@ -451,23 +447,7 @@ class FrameChecker {
         break;
       }
       case Kind::mirror:
-        switch (op.element_bytes) {
-          case 1:
-            mirror<std::uint8_t>(c, op);
-            break;
-          case 2:
-            mirror<std::uint16_t>(c, op);
-            break;
-          case 4:
-            mirror<std::uint32_t>(c, op);
-            break;
-          case 8:
-            mirror<std::uint64_t>(c, op);
-            break;
-          default:
-            mirror<Wide>(c, op);
-            break;
-        }
+        with_element_type(op.element_bytes, [&]<class T>() { mirror<T>(c, op); });
         break;
       case Kind::readback:
         op.readback = c.readback<std::byte>(world + op.offset, op.bytes);

@@ -110,6 +110,34 @@ inline void fill_from_seed(std::span<std::byte> bytes, std::uint64_t seed) noexc
   }
 }
 
+/// Calls `f.template operator()<T>()` with T an element of `element_bytes` (1, 2, 4 or 8: the
+/// unsigned integer of that size; anything else: a 16-byte, 16-aligned element), so random
+/// frames allocate arrays of every alignment a user's types have.
+template <class F>
+void with_element_type(std::size_t element_bytes, F&& f) {
+  struct alignas(16) Wide {
+    std::uint64_t low;
+    std::uint64_t high;
+  };
+  switch (element_bytes) {
+    case 1:
+      f.template operator()<std::uint8_t>();
+      break;
+    case 2:
+      f.template operator()<std::uint16_t>();
+      break;
+    case 4:
+      f.template operator()<std::uint32_t>();
+      break;
+    case 8:
+      f.template operator()<std::uint64_t>();
+      break;
+    default:
+      f.template operator()<Wide>();
+      break;
+  }
+}
+
 /// Runs `body(t)` for t in [0, threads) on a fixed pool of threads, and waits for all of them.
 class SoakThreads {
  public:
@@ -262,11 +290,6 @@ class Soak {
     std::deque<Pending> pending;
     std::uint64_t frames = 0;
     std::optional<Readback<std::byte>> stale;  // its slot is reused by the next begin_frame
-  };
-
-  struct alignas(16) Wide {
-    std::uint64_t low;
-    std::uint64_t high;
   };
 
   [[nodiscard]] bool stopped() const { return figures_.bad_bytes > 0 || failures_ > 0; }
@@ -509,23 +532,7 @@ class Soak {
         break;
       }
       case Kind::mirror:
-        switch (op.element_bytes) {
-          case 1:
-            mirror<std::uint8_t>(c, op);
-            break;
-          case 2:
-            mirror<std::uint16_t>(c, op);
-            break;
-          case 4:
-            mirror<std::uint32_t>(c, op);
-            break;
-          case 8:
-            mirror<std::uint64_t>(c, op);
-            break;
-          default:
-            mirror<Wide>(c, op);
-            break;
-        }
+        with_element_type(op.element_bytes, [&]<class T>() { mirror<T>(c, op); });
         break;
       case Kind::readback: {
         op.readback = c.readback<std::byte>(lane.ring[op.ring].data() + op.offset, op.bytes);
