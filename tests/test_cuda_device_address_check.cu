@@ -19,20 +19,14 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 namespace framestage {
 namespace {
 
+using testing::address_text;
 using testing::throws_error;
-
-std::string address_text(const void* p) {
-  std::ostringstream out;
-  out << p;
-  return out.str();
-}
 
 class CudaDeviceAddressCheck
     : public testing::CudaFixture<::testing::TestWithParam<UploadStrategy>> {};

@@ -15,21 +15,15 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
 namespace framestage {
 namespace {
 
+using testing::address_text;
 using testing::FaultInjectingBackend;
 using testing::throws_error;
-
-std::string address_text(const void* p) {
-  std::ostringstream out;
-  out << p;
-  return out.str();
-}
 
 class DeviceAddressCheckTest : public ::testing::Test {
  protected:

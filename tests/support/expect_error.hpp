@@ -6,9 +6,17 @@
 
 #include <gtest/gtest.h>
 
+#include <sstream>
 #include <string>
 
 namespace framestage::testing {
+
+/// How an error message prints an address (`operator<<` of a pointer), to match it by fragment.
+inline std::string address_text(const void* p) {
+  std::ostringstream out;
+  out << p;
+  return out.str();
+}
 
 template <class F>
 ::testing::AssertionResult throws_error(ErrorCategory category, const std::string& fragment,

@@ -184,7 +184,8 @@ class FrameChecker {
     std::vector<std::byte> want;  // readback: the world before the frame
   };
   struct Pending {
-    std::uint64_t frame = 0;
+    std::uint64_t frame = 0;  // the coordinator's number, for slot reuse
+    std::uint64_t drawn = 0;  // the run's number, which FRAMESTAGE_CHECK_FRAME replays
     FrameTicket ticket;
     std::vector<Op> checks;  // accepted mirrors and readbacks
   };
@@ -508,6 +509,8 @@ class FrameChecker {
           if (!e.empty()) return fail("frame " + std::to_string(g) + ": " + e);
         Pending p;
         p.frame = k;
+        p.drawn = g;
+        last_drawn_ = g;
         p.ticket = c.end_frame();
         std::uint64_t frame_items = 0;
         std::uint64_t frame_bytes = 0;
@@ -558,7 +561,7 @@ class FrameChecker {
       constexpr std::size_t kMargin = 4096;
       const std::size_t low = dirty_low_ > kMargin ? dirty_low_ - kMargin : 0;
       const std::size_t high = std::min(options_.world_bytes, dirty_high_ + kMargin);
-      compare_range(low, high, "the destination");
+      compare_range(low, high, "the destination, up to this frame");
     }
     dirty_low_ = options_.world_bytes;
     dirty_high_ = 0;
@@ -569,34 +572,32 @@ class FrameChecker {
     std::vector<std::byte> want;
     for (Op& op : p.checks) {
       if (op.kind == Kind::readback) {
-        compare(op.readback.get(std::chrono::milliseconds{120'000}), op.want, "readback", p.frame);
+        compare(op.readback.get(std::chrono::milliseconds{120'000}), op.want, "readback", p.drawn);
         continue;
       }
       want.resize(op.span.size());
       fill_from_seed(want, op.seed);
       std::vector<std::byte> got(op.span.size());
       backend_.read_device(got.data(), c.device_ptr(op.span), got.size());
-      compare(got, want, "mirror", p.frame);
+      compare(got, want, "mirror", p.drawn);
     }
   }
 
   void compare_range(std::size_t low, std::size_t high, const char* what) {
     std::vector<std::byte> got(high - low);
     backend_.read_device(got.data(), world_->data() + low, got.size());
-    compare(got, std::span<const std::byte>(model_).subspan(low, high - low), what, 0, low);
+    compare(got, std::span<const std::byte>(model_).subspan(low, high - low), what, last_drawn_,
+            low);
   }
 
   void compare(std::span<const std::byte> got, std::span<const std::byte> want, const char* what,
                std::uint64_t frame, std::size_t base = 0) {
     figures_.bytes_checked += want.size();
-    if (std::memcmp(got.data(), want.data(), want.size()) == 0) return;
-    std::size_t first = 0;
-    std::size_t differing = 0;
-    for (std::size_t i = 0; i < want.size(); ++i)
-      if (got[i] != want[i] && differing++ == 0) first = i;
+    const auto [differing, first] = find_mismatch(got, want);
+    if (differing == 0) return;
     figures_.bad_bytes += differing;
-    ADD_FAILURE() << what << " (frame " << frame << " of its epoch): " << differing << " of "
-                  << want.size() << " bytes wrong, the first at offset " << base + first << " (got "
+    ADD_FAILURE() << what << " (frame " << frame << "): " << differing << " of " << want.size()
+                  << " bytes wrong, the first at offset " << base + first << " (got "
                   << static_cast<unsigned>(got[first]) << ", want "
                   << static_cast<unsigned>(want[first]) << "); replay with the seed above and "
                   << "FRAMESTAGE_CHECK_FRAME";
@@ -607,6 +608,7 @@ class FrameChecker {
   CheckerOptions options_;
   std::unique_ptr<DeviceBuffer<std::byte>> world_;
   std::vector<std::byte> model_;
+  std::uint64_t last_drawn_ = 0;  // the newest frame drawn, for messages
   std::size_t dirty_low_ = 0;
   std::size_t dirty_high_ = 0;
   CheckerFigures figures_;

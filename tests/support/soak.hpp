@@ -110,6 +110,20 @@ inline void fill_from_seed(std::span<std::byte> bytes, std::uint64_t seed) noexc
   }
 }
 
+/// How many bytes of `got` differ from `want` (same size), and the offset of the first.
+struct ByteMismatch {
+  std::size_t count = 0;
+  std::size_t first = 0;
+};
+inline ByteMismatch find_mismatch(std::span<const std::byte> got,
+                                  std::span<const std::byte> want) noexcept {
+  ByteMismatch m;
+  if (std::memcmp(got.data(), want.data(), want.size()) == 0) return m;
+  for (std::size_t i = 0; i < want.size(); ++i)
+    if (got[i] != want[i] && m.count++ == 0) m.first = i;
+  return m;
+}
+
 /// Calls `f.template operator()<T>()` with T an element of `element_bytes` (1, 2, 4 or 8: the
 /// unsigned integer of that size; anything else: a 16-byte, 16-aligned element), so random
 /// frames allocate arrays of every alignment a user's types have.
@@ -545,13 +559,8 @@ class Soak {
   void compare(const char* what, std::uint64_t frame, std::span<const std::byte> got,
                std::span<const std::byte> want) {
     figures_.bytes_checked += want.size();
-    if (std::memcmp(got.data(), want.data(), want.size()) == 0) return;
-    std::size_t first = 0;
-    std::size_t differing = 0;
-    for (std::size_t i = 0; i < want.size(); ++i) {
-      if (got[i] == want[i]) continue;
-      if (differing++ == 0) first = i;
-    }
+    const auto [differing, first] = find_mismatch(got, want);
+    if (differing == 0) return;
     figures_.bad_bytes += differing;
     ADD_FAILURE() << what << " of frame " << frame << ": " << differing << " of " << want.size()
                   << " bytes wrong, the first at " << first << " (got "
