@@ -7,10 +7,15 @@
 // process of its own, so a fault ends that child only and the table says which sizes passed.
 // Every copy's bytes are checked at the destination.
 //
-//   framestage_batch_limit_probe [--seed N] [COUNT ...]
+//   framestage_batch_limit_probe [--seed N] [--order ascending|random|both] [--split N]
+//                                [--repeat R] [--min-bytes B] [COUNT ...]
 //
-// Prints one line per count: "ok", "wrong bytes", a CUDA error, or the signal that ended it.
-// Exits 1 if a batch of at most CudaBackend::kMaxBatchCopies failed (framestage's limit is not
+// --order: destinations in ascending address order, or shuffled as a random frame issues them
+// (both by default). --split N sends each list as consecutive calls of at most N copies on one
+// stream, as CudaBackend does (0, the default: one call). --repeat R submits the list R times
+// before the stream is synchronised. Prints one line per case: "ok", "wrong bytes", a CUDA
+// error, or the signal that ended it (a child that takes over 60 s is killed and reported so).
+// Exits 1 if a list of at most CudaBackend::kMaxBatchCopies failed (framestage's limit is not
 // safe on this driver), 0 otherwise, whatever the driver did above it.
 #include <framestage/cuda_backend.hpp>
 
@@ -45,10 +50,19 @@ int fail(const char* call, cudaError_t status) {
   return kCudaError;
 }
 
-// One batch of `count` log-uniform copies from pinned memory to scattered device destinations.
-int one_batch(std::size_t count, std::uint64_t seed) {
+struct Case {
+  std::size_t count = 0;
+  bool shuffled = false;
+  std::size_t split = 0;  // at most this many copies a call; 0: one call
+  std::size_t repeat = 1;
+  std::size_t min_bytes = kMinBytes;
+};
+
+// `count` log-uniform copies from pinned memory to scattered device destinations.
+int one_batch(const Case& c, std::uint64_t seed) {
+  const std::size_t count = c.count;
   std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> log_size(std::log(double(kMinBytes)),
+  std::uniform_real_distribution<double> log_size(std::log(double(c.min_bytes)),
                                                   std::log(double(kMaxBytes) + 1));
   std::vector<std::size_t> sizes(count);
   std::vector<std::size_t> offsets(count);
@@ -69,21 +83,35 @@ int one_batch(std::size_t count, std::uint64_t seed) {
   auto* host = static_cast<unsigned char*>(pinned);
   for (std::size_t i = 0; i < total; ++i)
     host[i] = static_cast<unsigned char>(rng() | 1);  // never 0, the destination's background
+  std::vector<std::size_t> order(count);
+  for (std::size_t i = 0; i < count; ++i)
+    order[i] = i;
+  if (c.shuffled) std::shuffle(order.begin(), order.end(), rng);
   std::vector<void*> dsts(count);
   std::vector<const void*> srcs(count);
-  for (std::size_t i = 0; i < count; ++i) {
-    dsts[i] = static_cast<unsigned char*>(device) + offsets[i];
-    srcs[i] = host + offsets[i];
+  std::vector<std::size_t> listed_sizes(count);
+  for (std::size_t k = 0; k < count; ++k) {
+    const std::size_t i = order[k];
+    dsts[k] = static_cast<unsigned char*>(device) + offsets[i];
+    srcs[k] = host + offsets[i];
+    listed_sizes[k] = sizes[i];
   }
   // The attributes framestage's CudaBackend passes.
   cudaMemcpyAttributes attributes{};
   attributes.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
   attributes.flags = cudaMemcpyFlagPreferOverlapWithCompute;
-  std::size_t first_copy_index = 0;
-  if (auto s = cudaMemcpyBatchAsync(dsts.data(), srcs.data(), sizes.data(), count, &attributes,
-                                    &first_copy_index, 1, stream);
-      s != cudaSuccess)
-    return fail("cudaMemcpyBatchAsync", s);
+  const std::size_t per_call = c.split == 0 ? count : c.split;
+  for (std::size_t r = 0; r < c.repeat; ++r) {
+    for (std::size_t first = 0; first < count; first += per_call) {
+      const std::size_t n = std::min(per_call, count - first);
+      std::size_t first_copy_index = 0;
+      if (auto s = cudaMemcpyBatchAsync(dsts.data() + first, srcs.data() + first,
+                                        listed_sizes.data() + first, n, &attributes,
+                                        &first_copy_index, 1, stream);
+          s != cudaSuccess)
+        return fail("cudaMemcpyBatchAsync", s);
+    }
+  }
   if (auto s = cudaStreamSynchronize(stream); s != cudaSuccess)
     return fail("cudaStreamSynchronize", s);
   std::vector<unsigned char> got(total);
@@ -99,32 +127,68 @@ int one_batch(std::size_t count, std::uint64_t seed) {
 int main(int argc, char** argv) {
   std::uint64_t seed = 18;
   std::vector<std::size_t> counts;
+  std::vector<bool> orders = {false, true};
+  Case shape;
+  const auto number = [&](const char* what, const std::string& text, std::size_t least) {
+    char* end = nullptr;
+    const unsigned long long value = std::strtoull(text.c_str(), &end, 10);
+    if (end == text.c_str() || *end != '\0' || value < least) {
+      std::fprintf(stderr, "%s: %s must be an integer of at least %zu, got '%s'\n", argv[0], what,
+                   least, text.c_str());
+      std::exit(2);
+    }
+    return static_cast<std::size_t>(value);
+  };
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--seed" && i + 1 < argc) {
-      seed = std::strtoull(argv[++i], nullptr, 10);
-    } else if (arg == "--help" || arg == "-h") {
-      std::printf("usage: %s [--seed N] [COUNT ...]\n", argv[0]);
-      return 0;
-    } else {
-      char* end = nullptr;
-      const unsigned long long count = std::strtoull(arg.c_str(), &end, 10);
-      if (end == arg.c_str() || *end != '\0' || count == 0) {
-        std::fprintf(stderr, "%s: COUNT must be a positive integer, got '%s'\n", argv[0],
-                     arg.c_str());
+    const bool has_value = i + 1 < argc;
+    if (arg == "--seed" && has_value) {
+      seed = number("--seed", argv[++i], 0);
+    } else if (arg == "--order" && has_value) {
+      const std::string order = argv[++i];
+      if (order == "ascending") {
+        orders = {false};
+      } else if (order == "random") {
+        orders = {true};
+      } else if (order == "both") {
+        orders = {false, true};
+      } else {
+        std::fprintf(stderr, "%s: --order must be ascending, random or both, got '%s'\n", argv[0],
+                     order.c_str());
         return 2;
       }
-      counts.push_back(count);
+    } else if (arg == "--split" && has_value) {
+      shape.split = number("--split", argv[++i], 0);
+    } else if (arg == "--repeat" && has_value) {
+      shape.repeat = number("--repeat", argv[++i], 1);
+    } else if (arg == "--min-bytes" && has_value) {
+      shape.min_bytes = number("--min-bytes", argv[++i], 1);
+      if (shape.min_bytes > kMaxBytes) {
+        std::fprintf(stderr, "%s: --min-bytes must be at most %zu\n", argv[0], kMaxBytes);
+        return 2;
+      }
+    } else if (arg == "--help" || arg == "-h") {
+      std::printf(
+          "usage: %s [--seed N] [--order ascending|random|both] [--split N] [--repeat R] "
+          "[--min-bytes B] [COUNT ...]\n",
+          argv[0]);
+      return 0;
+    } else {
+      counts.push_back(number("COUNT", arg, 1));
     }
   }
-  if (counts.empty()) counts = {1024, 4096, 8192, 12288, 16384, 20000, 32768, 50000, 100000};
+  if (counts.empty())
+    counts = {256, 1024, 2048, 4096, 8192, 8193, 12288, 16384, 20000, 32768, 50000, 100000};
   std::sort(counts.begin(), counts.end());
 
   // CUDA is never initialised in this process: a child forked after that could not use it.
   const auto in_child = [](auto&& body) {
     std::fflush(stdout);
     const pid_t child = fork();
-    if (child == 0) _exit(body());
+    if (child == 0) {
+      alarm(60);  // a hung driver ends the child with SIGALRM, not the probe
+      _exit(body());
+    }
     int status = 0;
     waitpid(child, &status, 0);
     return status;
@@ -136,8 +200,10 @@ int main(int argc, char** argv) {
     int driver = 0;
     cudaDriverGetVersion(&driver);
     std::printf(
-        "batch limit probe: %s, driver API %d, copies of %zu-%zu B log-uniform, seed %llu\n",
-        properties.name, driver, kMinBytes, kMaxBytes, static_cast<unsigned long long>(seed));
+        "batch limit probe: %s, driver API %d, copies of %zu-%zu B log-uniform, seed %llu, "
+        "%zu copies a call at most (0: all), each list %zu times\n",
+        properties.name, driver, shape.min_bytes, kMaxBytes, static_cast<unsigned long long>(seed),
+        shape.split, shape.repeat);
     std::fflush(stdout);
     return kOk;
   });
@@ -148,25 +214,31 @@ int main(int argc, char** argv) {
 
   std::size_t largest_ok = 0;
   bool framestage_batch_failed = false;
-  for (const std::size_t count : counts) {
-    const int status = in_child([&] { return one_batch(count, seed + count); });
-    std::string verdict = "ok";
-    if (WIFSIGNALED(status)) {
-      verdict = std::string("killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
-                strsignal(WTERMSIG(status)) + ")";
-    } else if (WEXITSTATUS(status) == kWrong) {
-      verdict = "wrong bytes at the destination";
-    } else if (WEXITSTATUS(status) != kOk) {
-      verdict = "CUDA error";
+  for (const bool shuffled : orders)
+    for (const std::size_t count : counts) {
+      Case c = shape;
+      c.count = count;
+      c.shuffled = shuffled;
+      const int status = in_child([&] { return one_batch(c, seed + count); });
+      std::string verdict = "ok";
+      if (WIFSIGNALED(status)) {
+        verdict = std::string("killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
+                  strsignal(WTERMSIG(status)) + ")";
+      } else if (WEXITSTATUS(status) == kWrong) {
+        verdict = "wrong bytes at the destination";
+      } else if (WEXITSTATUS(status) != kOk) {
+        verdict = "CUDA error";
+      }
+      const std::size_t per_call = c.split == 0 ? count : std::min(count, c.split);
+      if (verdict == "ok") {
+        largest_ok = std::max(largest_ok, per_call);
+      } else if (per_call <= framestage::CudaBackend::kMaxBatchCopies) {
+        framestage_batch_failed = true;
+      }
+      std::printf("  %7zu copies, %-9s order, %7zu a call: %s\n", count,
+                  shuffled ? "random" : "ascending", per_call, verdict.c_str());
     }
-    if (verdict == "ok") {
-      largest_ok = count;
-    } else if (count <= framestage::CudaBackend::kMaxBatchCopies) {
-      framestage_batch_failed = true;
-    }
-    std::printf("  %7zu copies in one call: %s\n", count, verdict.c_str());
-  }
-  std::printf("largest batch that passed: %zu copies; framestage sends at most %zu a call: %s\n",
+  std::printf("largest call that passed: %zu copies; framestage sends at most %zu a call: %s\n",
               largest_ok, framestage::CudaBackend::kMaxBatchCopies,
               framestage_batch_failed ? "NOT SAFE on this driver" : "safe");
   return framestage_batch_failed ? 1 : 0;
