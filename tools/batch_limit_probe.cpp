@@ -8,15 +8,18 @@
 // Every copy's bytes are checked at the destination.
 //
 //   framestage_batch_limit_probe [--seed N] [--order ascending|random|both] [--split N]
-//                                [--repeat R] [--min-bytes B] [COUNT ...]
+//                                [--repeat R] [--min-bytes B] [--no-overlap-hint] [--access-any]
+//                                [COUNT ...]
 //
 // --order: destinations in ascending address order, or shuffled as a random frame issues them
 // (both by default). --split N sends each list as consecutive calls of at most N copies on one
 // stream, as CudaBackend does (0, the default: one call). --repeat R submits the list R times
-// before the stream is synchronised. Prints one line per case: "ok", "wrong bytes", a CUDA
-// error, or the signal that ended it (a child that takes over 60 s is killed and reported so).
-// Exits 1 if a list of at most CudaBackend::kMaxBatchCopies failed (framestage's limit is not
-// safe on this driver), 0 otherwise, whatever the driver did above it.
+// before the stream is synchronised. --no-overlap-hint and --access-any change the attributes
+// framestage passes (cudaMemcpyFlagPreferOverlapWithCompute, cudaMemcpySrcAccessOrderStream).
+// Prints one line per case: "ok", "wrong bytes", a CUDA error, or the signal that ended it (a child
+// that takes over 60 s is killed and reported so). Exits 1 if a list of at most
+// CudaBackend::kMaxBatchCopies failed (framestage's limit is not safe on this driver), 0 otherwise,
+// whatever the driver did above it.
 #include <framestage/cuda_backend.hpp>
 
 #include <cuda_runtime_api.h>
@@ -56,6 +59,8 @@ struct Case {
   std::size_t split = 0;  // at most this many copies a call; 0: one call
   std::size_t repeat = 1;
   std::size_t min_bytes = kMinBytes;
+  bool overlap_hint = true;  // cudaMemcpyFlagPreferOverlapWithCompute, as framestage passes
+  bool stream_order = true;  // cudaMemcpySrcAccessOrderStream, as framestage passes; else Any
 };
 
 // `count` log-uniform copies from pinned memory to scattered device destinations.
@@ -96,10 +101,11 @@ int one_batch(const Case& c, std::uint64_t seed) {
     srcs[k] = host + offsets[i];
     listed_sizes[k] = sizes[i];
   }
-  // The attributes framestage's CudaBackend passes.
+  // The attributes framestage's CudaBackend passes, unless the case says otherwise.
   cudaMemcpyAttributes attributes{};
-  attributes.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
-  attributes.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+  attributes.srcAccessOrder =
+      c.stream_order ? cudaMemcpySrcAccessOrderStream : cudaMemcpySrcAccessOrderAny;
+  attributes.flags = c.overlap_hint ? cudaMemcpyFlagPreferOverlapWithCompute : 0;
   const std::size_t per_call = c.split == 0 ? count : c.split;
   for (std::size_t r = 0; r < c.repeat; ++r) {
     for (std::size_t first = 0; first < count; first += per_call) {
@@ -167,10 +173,14 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "%s: --min-bytes must be at most %zu\n", argv[0], kMaxBytes);
         return 2;
       }
+    } else if (arg == "--no-overlap-hint") {
+      shape.overlap_hint = false;
+    } else if (arg == "--access-any") {
+      shape.stream_order = false;
     } else if (arg == "--help" || arg == "-h") {
       std::printf(
           "usage: %s [--seed N] [--order ascending|random|both] [--split N] [--repeat R] "
-          "[--min-bytes B] [COUNT ...]\n",
+          "[--min-bytes B] [--no-overlap-hint] [--access-any] [COUNT ...]\n",
           argv[0]);
       return 0;
     } else {
@@ -201,9 +211,11 @@ int main(int argc, char** argv) {
     cudaDriverGetVersion(&driver);
     std::printf(
         "batch limit probe: %s, driver API %d, copies of %zu-%zu B log-uniform, seed %llu, "
-        "%zu copies a call at most (0: all), each list %zu times\n",
+        "%zu copies a call at most (0: all), each list %zu times, overlap hint %s, source "
+        "access order %s\n",
         properties.name, driver, shape.min_bytes, kMaxBytes, static_cast<unsigned long long>(seed),
-        shape.split, shape.repeat);
+        shape.split, shape.repeat, shape.overlap_hint ? "on" : "off",
+        shape.stream_order ? "stream" : "any");
     std::fflush(stdout);
     return kOk;
   });
