@@ -17,7 +17,7 @@
 // before the stream is synchronised. --no-overlap-hint and --access-any change the attributes
 // framestage passes (cudaMemcpyFlagPreferOverlapWithCompute, cudaMemcpySrcAccessOrderStream).
 // Prints one line per case: "ok", "wrong bytes", a CUDA error, or the signal that ended it (a child
-// that takes over 60 s is killed and reported so). Exits 1 if a list of at most
+// that takes over 20 s is killed and reported so). Exits 1 if a list of at most
 // CudaBackend::kMaxBatchCopies failed (framestage's limit is not safe on this driver), 0 otherwise,
 // whatever the driver did above it.
 #include <framestage/cuda_backend.hpp>
@@ -196,7 +196,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     const pid_t child = fork();
     if (child == 0) {
-      alarm(60);  // a hung driver ends the child with SIGALRM, not the probe
+      alarm(20);  // a hung driver ends the child with SIGALRM, not the probe
       _exit(body());
     }
     int status = 0;
