@@ -218,7 +218,8 @@ struct Broadcast::Impl {
     try {
       drain();
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "framestage: broadcast shutdown: %s\n", e.what());
+      if (!state.holds_failure_like(e))
+        std::fprintf(stderr, "framestage: broadcast shutdown: %s\n", e.what());
     }
   }
 

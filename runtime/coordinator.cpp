@@ -67,6 +67,12 @@ struct Coordinator::Impl {
     refresh_slot_stats();
   }
 
+  // A coordinator that failed on a CUDA error has given it to its user: the scheduler's shutdown
+  // meets the same one and says nothing more.
+  ~Impl() {
+    if (state.failed()) scheduler.owner_failed();
+  }
+
   static std::vector<SlotArenas> make_slots(const Config& cfg, Backend& b) {
     std::vector<SlotArenas> out(cfg.buffering);
     for (auto& s : out) {

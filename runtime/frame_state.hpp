@@ -85,6 +85,13 @@ class FrameState {
     }
   }
 
+  /// Whether `e`, met while shutting down, is the failure this state already holds: a CUDA error
+  /// after the state failed on one (a sticky error fails every later call), which the user has
+  /// been given and a destructor need not report again.
+  [[nodiscard]] bool holds_failure_like(const std::exception& e) const noexcept {
+    return failed() && is_cuda_error(e);
+  }
+
   /// Fails for good; the first failure's message is the one kept.
   void fail(const std::string& message) {
     std::lock_guard lock(mutex_);

@@ -30,7 +30,8 @@ Scheduler::~Scheduler() {
   try {
     synchronize();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "framestage: scheduler shutdown: %s\n", e.what());
+    if (!(owner_failed_ && detail::is_cuda_error(e)))
+      std::fprintf(stderr, "framestage: scheduler shutdown: %s\n", e.what());
   }
 }
 

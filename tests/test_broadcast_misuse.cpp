@@ -285,6 +285,37 @@ TEST_F(BroadcastTest, ABackendFailureLeavesTheBroadcastFailed) {
   }
 }
 
+// After a sticky error the user has been given Error(cuda): destroying the broadcast meets it
+// again while draining and says nothing more; one that has not failed still reports.
+TEST_F(BroadcastTest, OnlyTheTeardownOfAHealthyBroadcastReportsAFailure) {
+  for (const bool failed_first : {true, false}) {
+    SCOPED_TRACE(failed_first ? "failed with a sticky error" : "healthy");
+    HostBackend inner;
+    FaultInjectingBackend failing(inner);
+    std::array<Backend*, 2> with_failing{&host0, &failing};
+    auto cast = std::make_unique<Broadcast>(small_config(2), with_failing);
+    cast->begin_frame();
+    (void)cast->end_frame();
+    if (failed_first) {
+      failing.arm(FaultSite::event_record, failing.calls(FaultSite::event_record) + 1,
+                  FaultMode::sticky);
+      EXPECT_TRUE(throws_error(ErrorCategory::cuda, "", [&] { cast->begin_frame(); }));
+      ASSERT_TRUE(cast->failed());
+    } else {
+      failing.arm(FaultSite::event_record, failing.calls(FaultSite::event_record) + 1);
+    }
+    ::testing::internal::CaptureStderr();
+    cast.reset();
+    const std::string teardown = ::testing::internal::GetCapturedStderr();
+    if (failed_first) {
+      EXPECT_EQ(teardown, "");
+    } else {
+      EXPECT_NE(teardown.find("framestage: broadcast shutdown:"), std::string::npos) << teardown;
+    }
+    failing.disarm();
+  }
+}
+
 TEST_F(BroadcastTest, AFailureInBeginFrameLeavesTheBroadcastFailed) {
   HostBackend inner;
   FaultInjectingBackend failing(inner);

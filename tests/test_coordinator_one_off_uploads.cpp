@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -318,6 +319,40 @@ TEST_F(OneOffUploadTest, ABackendFailureLeavesTheCoordinatorFailed) {
   EXPECT_TRUE(
       throws_error(ErrorCategory::failed_state, first, [&] { c.upload<int>(nullptr, values); }));
   EXPECT_TRUE(throws_error(ErrorCategory::failed_state, first, [&] { c.begin_frame(); }));
+  faulty.disarm();
+}
+
+// After a sticky error the user has been given Error(cuda): destroying the coordinator meets the
+// same error in the scheduler's shutdown and says nothing more (issue 18: a teardown printed one
+// line per stream, event and buffer).
+TEST_F(OneOffUploadTest, TheTeardownOfAFailedCoordinatorDoesNotRepeatItsError) {
+  FaultInjectingBackend faulty(backend);
+  auto c = std::make_unique<Coordinator>(small_config(2), faulty);
+  DeviceBuffer<int> dst(faulty, 4);
+  const std::vector<int> values{1, 2, 3, 4};
+  faulty.arm(FaultSite::event_record, faulty.calls(FaultSite::event_record) + 1, FaultMode::sticky);
+  EXPECT_TRUE(throws_error(ErrorCategory::cuda, "", [&] { c->upload<int>(dst.data(), values); }));
+  ASSERT_TRUE(c->failed());
+  const std::uint64_t injected = faulty.injected();
+  ::testing::internal::CaptureStderr();
+  c.reset();
+  const std::string teardown = ::testing::internal::GetCapturedStderr();
+  EXPECT_GT(faulty.injected(), injected) << "the shutdown never met the sticky error";
+  EXPECT_EQ(teardown, "");
+  faulty.disarm();
+}
+
+// A coordinator that has not failed still reports a shutdown that fails.
+TEST_F(OneOffUploadTest, TheTeardownOfAHealthyCoordinatorReportsAFailure) {
+  FaultInjectingBackend faulty(backend);
+  auto c = std::make_unique<Coordinator>(small_config(2), faulty);
+  c->begin_frame();
+  (void)c->end_frame();
+  faulty.arm(FaultSite::event_record, faulty.calls(FaultSite::event_record) + 1);
+  ::testing::internal::CaptureStderr();
+  c.reset();
+  const std::string teardown = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(teardown.find("framestage: scheduler shutdown:"), std::string::npos) << teardown;
   faulty.disarm();
 }
 

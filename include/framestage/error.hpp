@@ -37,4 +37,12 @@ class Error : public std::runtime_error {
   std::string message_;
 };
 
+namespace detail {
+/// @brief Whether `e` is an Error of the cuda category.
+[[nodiscard]] inline bool is_cuda_error(const std::exception& e) noexcept {
+  const auto* error = dynamic_cast<const Error*>(&e);
+  return error != nullptr && error->category() == ErrorCategory::cuda;
+}
+}  // namespace detail
+
 }  // namespace framestage

@@ -31,7 +31,8 @@ class Scheduler {
  public:
   /// @throws Error(cuda) if streams or events cannot be created.
   Scheduler(Backend& backend, std::uint32_t slots, std::chrono::milliseconds slot_timeout);
-  /// Waits for all enqueued work; never throws (a failure is reported once on stderr).
+  /// Waits for all enqueued work; never throws (a failure is reported once on stderr, unless
+  /// owner_failed() said the user already holds it).
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -72,6 +73,11 @@ class Scheduler {
   /// the scheduler's own for a null view. Work already on the old stream stays ordered first.
   void set_consumer_stream(StreamView stream);
 
+  /// @brief The owner failed with Error(cuda), which its user has been given: the destructor
+  /// still waits for enqueued work, but a CUDA error it meets there is that same device failure
+  /// (a sticky error fails every later call) and is not reported again.
+  void owner_failed() noexcept { owner_failed_ = true; }
+
  private:
   struct Slot {
     Stream stream;
@@ -97,6 +103,7 @@ class Scheduler {
   Stream own_consumer_;
   StreamView consumer_;
   Event handover_;  // orders a new consumer stream after the old one
+  bool owner_failed_ = false;
 };
 
 }  // namespace framestage
