@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <new>
 #include <thread>
@@ -279,25 +280,32 @@ void CudaBackend::copy_batch_async(std::span<const CopyOp> copies, StreamView st
     return;
   }
 
-  // Per-thread scratch: once a thread has seen its largest batch, a call allocates nothing, and
-  // threads sharing the backend never share the arrays.
+  // Per-thread scratch, one list for the tiny copies and one for the rest: once a thread has
+  // seen its largest batch, a call allocates nothing, and threads sharing the backend never share
+  // the arrays.
   struct BatchArrays {
     std::vector<void*> dsts;
     std::vector<const void*> srcs;
     std::vector<std::size_t> sizes;
   };
-  thread_local BatchArrays batch;
-  batch.dsts.clear();
-  batch.srcs.clear();
-  batch.sizes.clear();
+  thread_local std::array<BatchArrays, 2> lists;
+  for (BatchArrays& list : lists) {
+    list.dsts.clear();
+    list.srcs.clear();
+    list.sizes.clear();
+  }
   for (const CopyOp& copy : copies) {
     // Empty copies are left out rather than passed to the driver: they do nothing anyway.
     if (copy.bytes == 0) continue;
-    batch.dsts.push_back(copy.dst);
-    batch.srcs.push_back(copy.src);
-    batch.sizes.push_back(copy.bytes);
+    if (copy.bytes >= kMinUnbatchedBytes) {
+      FRAMESTAGE_CUDA_TRY(cudaMemcpyAsync(copy.dst, copy.src, copy.bytes, cudaMemcpyDefault, s));
+      continue;
+    }
+    BatchArrays& list = lists[copy.bytes < kTinyCopyBytes ? 0 : 1];
+    list.dsts.push_back(copy.dst);
+    list.srcs.push_back(copy.src);
+    list.sizes.push_back(copy.bytes);
   }
-  if (batch.sizes.empty()) return;
 
   // One attribute set for every copy: sources are read in stream order (they are pinned staging
   // slots written before the copy was enqueued), and copies should use the copy engines so they
@@ -305,16 +313,17 @@ void CudaBackend::copy_batch_async(std::span<const CopyOp> copies, StreamView st
   cudaMemcpyAttributes attributes{};
   attributes.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
   attributes.flags = cudaMemcpyFlagPreferOverlapWithCompute;
-  // The driver faults on one batch of ~16k+ mixed-size copies (CUDA 13.0, driver 580: issue 18),
-  // so a longer list goes out as consecutive batches of kMaxBatchCopies on the same stream: the
-  // batches run in order, which keeps the contract (the list as a whole in stream order).
-  const std::size_t total = batch.sizes.size();
-  for (std::size_t first = 0; first < total; first += kMaxBatchCopies) {
-    const std::size_t n = std::min(kMaxBatchCopies, total - first);
-    std::size_t first_copy_index = 0;
-    FRAMESTAGE_CUDA_TRY(cudaMemcpyBatchAsync(batch.dsts.data() + first, batch.srcs.data() + first,
-                                             batch.sizes.data() + first, n, &attributes,
-                                             &first_copy_index, 1, s));
+  // The shapes the driver faults on (issue 18) never reach it: each list goes out as consecutive
+  // calls of at most kMaxBatchCopies on the same stream.
+  for (const BatchArrays& list : lists) {
+    const std::size_t total = list.sizes.size();
+    for (std::size_t first = 0; first < total; first += kMaxBatchCopies) {
+      const std::size_t n = std::min(kMaxBatchCopies, total - first);
+      std::size_t first_copy_index = 0;
+      FRAMESTAGE_CUDA_TRY(cudaMemcpyBatchAsync(list.dsts.data() + first, list.srcs.data() + first,
+                                               list.sizes.data() + first, n, &attributes,
+                                               &first_copy_index, 1, s));
+    }
   }
 }
 

@@ -147,10 +147,14 @@ INSTANTIATE_TEST_SUITE_P(Sizes, CudaCopyRoundTrip,
 // Many host-to-device copies in one call, to disjoint ranges in shuffled order; the gaps
 // between them keep their poison. 50,000 copies of 1 B-16 KiB, log-uniform, is issue 18's
 // workload: one cudaMemcpyBatchAsync of them faults inside the driver (CUDA 13.0, driver 580),
-// so without CudaBackend::kMaxBatchCopies this test dies with SIGSEGV.
+// and on an H100 so did 8,192 of them in shuffled order (cudaErrorLaunchFailure), so without
+// CudaBackend's split (kMaxBatchCopies, kTinyCopyBytes) these cases fail. Repeated calls on one
+// stream before it is synchronised, and copies past kMinUnbatchedBytes, are drawn too.
 struct BatchShape {
   std::size_t copies;
-  bool log_uniform;  // 1 B-16 KiB log-uniform; else mostly 1-256 B, an eighth to 8 KiB
+  bool log_uniform;  // 1 B-max_bytes log-uniform; else mostly 1-256 B, an eighth to 8 KiB
+  std::size_t max_bytes = 16384;
+  std::size_t repeats = 1;  // calls of the same list before the stream is synchronised
 };
 
 class CudaCopyBatch : public testing::CudaTest, public ::testing::WithParamInterface<BatchShape> {};
@@ -158,14 +162,15 @@ class CudaCopyBatch : public testing::CudaTest, public ::testing::WithParamInter
 TEST_P(CudaCopyBatch, DeliversManyDisjointCopies) {
   const std::size_t copies = GetParam().copies;
   std::mt19937_64 rng(announce_seed(21 + copies));
-  std::uniform_real_distribution<double> log_size(0, std::log(16385.0));
+  const std::size_t max_bytes = GetParam().max_bytes;
+  std::uniform_real_distribution<double> log_size(0, std::log(double(max_bytes) + 1));
   std::vector<std::size_t> sizes(copies);
   std::vector<std::size_t> offsets(copies);
   std::size_t target_bytes = 0;
   std::size_t source_bytes = 0;
   for (std::size_t i = 0; i < copies; ++i) {
     sizes[i] = GetParam().log_uniform
-                   ? std::clamp<std::size_t>(std::size_t(std::exp(log_size(rng))), 1, 16384)
+                   ? std::clamp<std::size_t>(std::size_t(std::exp(log_size(rng))), 1, max_bytes)
                    : 1 + rng() % (rng() % 8 == 0 ? 8192 : 256);
     target_bytes += 1 + rng() % 24;  // a gap first, so every copy has poison before it
     offsets[i] = target_bytes;
@@ -188,7 +193,8 @@ TEST_P(CudaCopyBatch, DeliversManyDisjointCopies) {
   }
   std::shuffle(ops.begin(), ops.end(), rng);
   const Stream stream(backend());
-  backend().copy_batch_async(ops, stream.view());
+  for (std::size_t r = 0; r < GetParam().repeats; ++r)
+    backend().copy_batch_async(ops, stream.view());
   backend().synchronize(stream.view());
   EXPECT_TRUE(bytes_equal(read_back(target.data(), target_bytes), want));
 }
@@ -196,10 +202,26 @@ TEST_P(CudaCopyBatch, DeliversManyDisjointCopies) {
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaCopyBatch,
                          ::testing::Values(BatchShape{scaled_items(5000), false},
                                            BatchShape{CudaBackend::kMaxBatchCopies + 1, true},
-                                           BatchShape{scaled_items(50'000), true}),
+                                           BatchShape{8193, true},
+                                           BatchShape{scaled_items(50'000), true},
+                                           BatchShape{scaled_items(50'000), true, 16384, 8},
+                                           BatchShape{scaled_items(4000), true, 512 << 10}),
                          [](const auto& info) {
-                           return std::to_string(info.param.copies) +
-                                  (info.param.log_uniform ? "_log_uniform_1B_16KiB" : "_small");
+                           const BatchShape& shape = info.param;
+                           std::string name = std::to_string(shape.copies);
+                           if (shape.log_uniform) {
+                             name += "_log_uniform_1B_";
+                             name += std::to_string(shape.max_bytes >> 10);
+                             name += "KiB";
+                           } else {
+                             name += "_small";
+                           }
+                           if (shape.repeats > 1) {
+                             name += '_';
+                             name += std::to_string(shape.repeats);
+                             name += "_calls";
+                           }
+                           return name;
                          });
 
 // One batch holding host-to-device, device-to-device and device-to-host copies.

@@ -2,8 +2,9 @@
 // and driver before the driver faults, measured with the runtime alone (no framestage code).
 //
 // CUDA 13.0 with driver 580 dies with SIGSEGV inside cuMemcpyBatchAsync on one batch of about
-// 16,000 or more pinned-to-device copies of mixed sizes that include copies under 16 B (issue
-// 18); CudaBackend::kMaxBatchCopies keeps framestage under that. Each batch size runs in a child
+// 16,000 or more pinned-to-device copies of mixed sizes that include copies under 16 B, and on
+// an H100 8,192 of them in shuffled order failed with cudaErrorLaunchFailure (issue 18);
+// CudaBackend::kMaxBatchCopies keeps framestage under that. Each batch size runs in a child
 // process of its own, so a fault ends that child only and the table says which sizes passed.
 // Every copy's bytes are checked at the destination.
 //

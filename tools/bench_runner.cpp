@@ -37,7 +37,8 @@ constexpr std::array<std::string_view, kAllStrategies.size()> kDescriptions{
     "one contiguous pinned copy of the same bytes",
     "cudaMemcpyAsync per item, pinned",
     "cudaMemcpyAsync per item, pageable",
-    "cudaMemcpyBatchAsync of every item in calls of up to 8,192 copies, pinned",
+    "cudaMemcpyBatchAsync of the items under 64 KiB in calls of up to 4,096 copies (under 16 B "
+    "apart), larger ones one by one, pinned",
     "framestage, the planner's choice",
     "framestage, copy_scatter forced",
     "framestage, zero_copy forced",

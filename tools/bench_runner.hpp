@@ -30,7 +30,7 @@ enum class Strategy {
   ceiling,                  ///< one contiguous pinned copy of the same bytes (the limit)
   per_item,                 ///< cudaMemcpyAsync per item from pinned memory
   per_item_pageable,        ///< cudaMemcpyAsync per item from pageable memory
-  batch_async,              ///< cudaMemcpyBatchAsync, CudaBackend::kMaxBatchCopies a call, pinned
+  batch_async,              ///< CudaBackend::copy_batch_async (cudaMemcpyBatchAsync), pinned
   framestage,               ///< framestage with the configured strategy (the planner's choice)
   framestage_copy_scatter,  ///< framestage, copy_scatter forced
   framestage_zero_copy,     ///< framestage, zero_copy forced
