@@ -164,6 +164,7 @@ class ConcurrentWorkload {
       threads.emplace_back([this, t, &sync] { work(t, sync); });
     }
     const auto start = std::chrono::steady_clock::now();
+    double next_progress = 10;
     for (std::uint64_t f = 1; f <= options_.frames; ++f) {
       frame_ = f;
       check_ = false;
@@ -201,6 +202,16 @@ class ConcurrentWorkload {
       }
       figures.frames = f;
       figures.arena_overflows += overflowed ? 1 : 0;
+      // Where a slow run is, in its log (a hung one stops printing): every 10 seconds.
+      if (const double s =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          s >= next_progress) {
+        std::printf("[ progress ] frame %llu of %llu after %.1f s\n",
+                    static_cast<unsigned long long>(f),
+                    static_cast<unsigned long long>(options_.frames), s);
+        std::fflush(stdout);
+        next_progress = s + 10;
+      }
       for (Worker& w : workers_) {
         figures.items += w.mirrors.size() + w.uploads + w.reserved + w.readbacks.size();
         figures.mirrored += w.mirrors.size();

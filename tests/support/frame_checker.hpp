@@ -158,6 +158,7 @@ class FrameChecker {
                   kCheckerThemeNames[static_cast<std::size_t>(theme)],
                   std::string(to_string(config.strategy)).c_str(), config.buffering,
                   std::string(to_string(config.overflow)).c_str());
+      std::fflush(stdout);  // a hung epoch is the last one printed, even into a file
       run_epoch(epoch, theme, config, frame, count, threads);
       frame += count;
       ++figures_.epochs;
