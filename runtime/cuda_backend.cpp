@@ -2,13 +2,13 @@
 #include <framestage/detail/expects.hpp>
 
 #include "kernels/transfer_kernels.cuh"
+#include "runtime/copy_batch_split.hpp"
 #include "runtime/cuda_try.hpp"
 
 #include <cudaTypedefs.h>  // the driver's function types only: the driver is found at run time
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <new>
 #include <thread>
@@ -280,32 +280,13 @@ void CudaBackend::copy_batch_async(std::span<const CopyOp> copies, StreamView st
     return;
   }
 
-  // Per-thread scratch, one list for the tiny copies and one for the rest: once a thread has
-  // seen its largest batch, a call allocates nothing, and threads sharing the backend never share
-  // the arrays.
-  struct BatchArrays {
-    std::vector<void*> dsts;
-    std::vector<const void*> srcs;
-    std::vector<std::size_t> sizes;
-  };
-  thread_local std::array<BatchArrays, 2> lists;
-  for (BatchArrays& list : lists) {
-    list.dsts.clear();
-    list.srcs.clear();
-    list.sizes.clear();
-  }
-  for (const CopyOp& copy : copies) {
-    // Empty copies are left out rather than passed to the driver: they do nothing anyway.
-    if (copy.bytes == 0) continue;
-    if (copy.bytes >= kMinUnbatchedBytes) {
-      FRAMESTAGE_CUDA_TRY(cudaMemcpyAsync(copy.dst, copy.src, copy.bytes, cudaMemcpyDefault, s));
-      continue;
-    }
-    BatchArrays& list = lists[copy.bytes < kTinyCopyBytes ? 0 : 1];
-    list.dsts.push_back(copy.dst);
-    list.srcs.push_back(copy.src);
-    list.sizes.push_back(copy.bytes);
-  }
+  // Per-thread scratch: once a thread has seen its largest lists, a call allocates nothing, and
+  // threads sharing the backend never share them.
+  constexpr detail::CopyBatchLimits kLimits{kMaxBatchCopies, kMinUnbatchedBytes, kTinyCopyBytes};
+  thread_local detail::CopyBatchSplit split;
+  split.assign(copies, kLimits);
+  for (const CopyOp& copy : split.one_by_one)
+    FRAMESTAGE_CUDA_TRY(cudaMemcpyAsync(copy.dst, copy.src, copy.bytes, cudaMemcpyDefault, s));
 
   // One attribute set for every copy: sources are read in stream order (they are pinned staging
   // slots written before the copy was enqueued), and copies should use the copy engines so they
@@ -313,18 +294,14 @@ void CudaBackend::copy_batch_async(std::span<const CopyOp> copies, StreamView st
   cudaMemcpyAttributes attributes{};
   attributes.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
   attributes.flags = cudaMemcpyFlagPreferOverlapWithCompute;
-  // The shapes the driver faults on (issue 18) never reach it: each list goes out as consecutive
-  // calls of at most kMaxBatchCopies on the same stream.
-  for (const BatchArrays& list : lists) {
-    const std::size_t total = list.sizes.size();
-    for (std::size_t first = 0; first < total; first += kMaxBatchCopies) {
-      const std::size_t n = std::min(kMaxBatchCopies, total - first);
-      std::size_t first_copy_index = 0;
-      FRAMESTAGE_CUDA_TRY(cudaMemcpyBatchAsync(list.dsts.data() + first, list.srcs.data() + first,
-                                               list.sizes.data() + first, n, &attributes,
-                                               &first_copy_index, 1, s));
-    }
-  }
+  // The shapes the driver faults on (issue 18) never reach it: consecutive calls on one stream.
+  split.for_each_call(
+      kLimits, [&](const detail::CopyBatchList& list, std::size_t first, std::size_t count) {
+        std::size_t first_copy_index = 0;
+        FRAMESTAGE_CUDA_TRY(cudaMemcpyBatchAsync(list.dsts.data() + first, list.srcs.data() + first,
+                                                 list.sizes.data() + first, count, &attributes,
+                                                 &first_copy_index, 1, s));
+      });
 }
 
 AddressInfo CudaBackend::classify_address(const void* ptr) {
