@@ -147,9 +147,10 @@ INSTANTIATE_TEST_SUITE_P(Sizes, CudaCopyRoundTrip,
 // Many host-to-device copies in one call, to disjoint ranges in shuffled order; the gaps
 // between them keep their poison. 50,000 copies of 1 B-16 KiB, log-uniform, is issue 18's
 // workload: one cudaMemcpyBatchAsync of them faults inside the driver (CUDA 13.0, driver 580),
-// and on an H100 so did 8,192 of them in shuffled order (cudaErrorLaunchFailure), so without
-// CudaBackend's split (kMaxBatchCopies, kTinyCopyBytes) these cases fail. Repeated calls on one
-// stream before it is synchronised, and copies past kMinUnbatchedBytes, are drawn too.
+// and on an H100 (session 10) the 8,193 and 50,000 cases failed when split in calls of 8,192
+// (cudaErrorLaunchFailure, SIGSEGV): CudaBackend's grouping (kMaxBatchCopies, kTinyCopyBytes)
+// is what they test. Repeated calls on one stream before it is synchronised, and copies past
+// kMinUnbatchedBytes, are drawn too.
 struct BatchShape {
   std::size_t copies;
   bool log_uniform;  // 1 B-max_bytes log-uniform; else mostly 1-256 B, an eighth to 8 KiB
