@@ -3,6 +3,7 @@
 #include <framestage/host_backend.hpp>
 #include <framestage/upload_arena.hpp>
 
+#include "support/coordinator_modes.hpp"
 #include "support/expect_error.hpp"
 
 #include <gtest/gtest.h>
@@ -19,32 +20,17 @@
 namespace framestage {
 namespace {
 
+using testing::small_coordinator_config;
 using testing::throws_error;
 
 std::byte pattern(std::uint64_t frame, std::size_t i) {
   return static_cast<std::byte>((frame * 131 + i * 7 + 3) & 0xff);
 }
 
-Config small_config(std::uint32_t buffering) {
-  Config c;
-  c.buffering = buffering;
-  c.arena_bytes = std::size_t{1} << 20;
-  c.upload_arena_bytes = std::size_t{1} << 20;
-  c.max_uploads_per_frame = 4096;
-  c.slot_timeout_ms = 100;
-  return c;
-}
-
-// Parameterised over buffering depth and whether the backend defers completion.
-struct Mode {
-  std::uint32_t buffering;
-  bool deferred;
-};
-
-class CoordinatorModes : public ::testing::TestWithParam<Mode> {
+class CoordinatorModes : public ::testing::TestWithParam<testing::CompletionMode> {
  protected:
   HostBackend backend{HostBackendOptions{GetParam().deferred}};
-  Coordinator coordinator{small_config(GetParam().buffering), backend};
+  Coordinator coordinator{small_coordinator_config(GetParam().buffering), backend};
 };
 
 // Every frame: random uploads (some overlapping, some above the direct threshold) into one
@@ -206,7 +192,7 @@ TEST(CoordinatorRanges, ThreadsSweepingTheirOwnRegionsInChunksArriveByteExact) {
   constexpr std::size_t kPerThread = 16 * UploadArena::kChunkDescriptors;
   constexpr std::size_t kItem = 24;
   HostBackend backend;
-  Config config = small_config(2);
+  Config config = small_coordinator_config(2);
   config.upload_arena_bytes = std::size_t{8} << 20;
   config.max_uploads_per_frame = 65536;
   Coordinator coordinator(config, backend);
@@ -239,14 +225,8 @@ TEST(CoordinatorRanges, ThreadsSweepingTheirOwnRegionsInChunksArriveByteExact) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Buffering, CoordinatorModes,
-                         ::testing::Values(Mode{1, false}, Mode{2, false}, Mode{3, false},
-                                           Mode{1, true}, Mode{2, true}, Mode{3, true}),
-                         [](const auto& param_info) {
-                           const Mode m = param_info.param;
-                           return std::string(m.deferred ? "deferred_" : "immediate_") +
-                                  std::to_string(m.buffering) + "_slots";
-                         });
+INSTANTIATE_TEST_SUITE_P(Buffering, CoordinatorModes, testing::all_completion_modes(),
+                         testing::completion_mode_name);
 
 class CoordinatorTest : public ::testing::Test {
  protected:
@@ -254,7 +234,7 @@ class CoordinatorTest : public ::testing::Test {
 };
 
 TEST_F(CoordinatorTest, CallsOutOfOrderAreMisuse) {
-  Coordinator c(small_config(2), backend);
+  Coordinator c(small_coordinator_config(2), backend);
   EXPECT_TRUE(throws_error(ErrorCategory::misuse, "end_frame without begin_frame",
                            [&] { (void)c.end_frame(); }));
   EXPECT_TRUE(throws_error(ErrorCategory::misuse, "frame_alloc outside a frame",
@@ -270,7 +250,7 @@ TEST_F(CoordinatorTest, CallsOutOfOrderAreMisuse) {
 }
 
 TEST_F(CoordinatorTest, BadArgumentsAreMisuse) {
-  Coordinator c(small_config(2), backend);
+  Coordinator c(small_coordinator_config(2), backend);
   c.begin_frame();
   EXPECT_TRUE(throws_error(ErrorCategory::misuse, "count must be > 0",
                            [&] { (void)c.frame_alloc<int>(0); }));
@@ -293,7 +273,7 @@ TEST_F(CoordinatorTest, BadArgumentsAreMisuse) {
 }
 
 TEST_F(CoordinatorTest, SpansOfEarlierFramesAreRejected) {
-  Coordinator c(small_config(2), backend);
+  Coordinator c(small_coordinator_config(2), backend);
   c.begin_frame();
   auto first = c.frame_alloc<float>(16);
   c.stage_for_upload(first);
@@ -316,7 +296,7 @@ TEST_F(CoordinatorTest, SpansOfEarlierFramesAreRejected) {
 }
 
 TEST_F(CoordinatorTest, ArenaOverflowUnderFailKeepsWhatWasStaged) {
-  Config config = small_config(2);
+  Config config = small_coordinator_config(2);
   config.arena_bytes = 64 << 10;
   Coordinator c(config, backend);
   DeviceBuffer<std::byte> dst(backend, 1024);
@@ -341,7 +321,7 @@ TEST_F(CoordinatorTest, ArenaOverflowUnderFailKeepsWhatWasStaged) {
 }
 
 TEST_F(CoordinatorTest, DescriptorTableOverflowUnderFailNamesTheLimit) {
-  Config config = small_config(1);
+  Config config = small_coordinator_config(1);
   config.max_uploads_per_frame = 4;
   Coordinator c(config, backend);
   DeviceBuffer<std::uint32_t> dst(backend, 5);
@@ -358,7 +338,7 @@ TEST_F(CoordinatorTest, DescriptorTableOverflowUnderFailNamesTheLimit) {
 }
 
 TEST_F(CoordinatorTest, GrowDeliversEveryByteThenTrims) {
-  Config config = small_config(1);
+  Config config = small_coordinator_config(1);
   config.arena_bytes = 64 << 10;
   config.max_uploads_per_frame = 8;
   config.overflow = OverflowPolicy::grow;
@@ -408,7 +388,7 @@ TEST_F(CoordinatorTest, GrowDeliversEveryByteThenTrims) {
 
 TEST_F(CoordinatorTest, SlotTimeoutIsAnErrorAndRecoverable) {
   HostBackend deferred(HostBackendOptions{true});
-  Config config = small_config(1);
+  Config config = small_coordinator_config(1);
   config.slot_timeout_ms = 1;
   Coordinator c(config, deferred);
   DeviceBuffer<std::uint32_t> dst(deferred, 1);
@@ -470,7 +450,7 @@ class FailingCopies final : public Backend {
 
 TEST_F(CoordinatorTest, ABackendFailureLeavesTheCoordinatorFailed) {
   FailingCopies failing;
-  Coordinator c(small_config(2), failing);
+  Coordinator c(small_coordinator_config(2), failing);
   c.begin_frame();
   auto span = c.frame_alloc<int>(8);
   c.stage_for_upload(span);
@@ -488,7 +468,7 @@ TEST_F(CoordinatorTest, ABackendFailureLeavesTheCoordinatorFailed) {
 }
 
 TEST_F(CoordinatorTest, UploadSliceMakesAFilledBuffer) {
-  Coordinator c(small_config(3), backend);
+  Coordinator c(small_coordinator_config(3), backend);
   std::vector<double> values(1000);
   for (std::size_t i = 0; i < values.size(); ++i)
     values[i] = static_cast<double>(i) * 0.5;
@@ -500,7 +480,7 @@ TEST_F(CoordinatorTest, UploadSliceMakesAFilledBuffer) {
 }
 
 TEST_F(CoordinatorTest, StatsCountWhatTheFrameDidAndSerialise) {
-  Config config = small_config(2);
+  Config config = small_coordinator_config(2);
   config.direct_copy_threshold_bytes = 4096;
   config.zero_copy_max_bytes = 0;
   Coordinator c(config, backend);
@@ -542,7 +522,7 @@ TEST_F(CoordinatorTest, StatsCountWhatTheFrameDidAndSerialise) {
 // reserve_upload hands out pinned space that is filled in place and delivered like an upload,
 // in issue order with the uploads around it.
 TEST_F(CoordinatorTest, ReservedUploadsArriveInIssueOrderWithUploads) {
-  Coordinator c(small_config(2), backend);
+  Coordinator c(small_coordinator_config(2), backend);
   DeviceBuffer<std::uint32_t> dst(backend, 64);
   std::memset(dst.data(), 0, 64 * sizeof(std::uint32_t));
   const std::vector<std::uint32_t> ones(64, 1);
@@ -565,7 +545,7 @@ TEST_F(CoordinatorTest, ReservedUploadsArriveInIssueOrderWithUploads) {
 // host backend runs those copies at once, so staging holds the table as it was before overlaps
 // were resolved; the scatter must read the corrected table, copied after it.
 TEST_F(CoordinatorTest, OverlapsResolvedAfterTheCopiesStartedStillLastWriteWins) {
-  Config config = small_config(2);
+  Config config = small_coordinator_config(2);
   config.strategy = UploadStrategy::copy_scatter;
   Coordinator c(config, backend);
   DeviceBuffer<std::uint8_t> dst(backend, 256);
@@ -596,7 +576,7 @@ TEST_F(CoordinatorTest, OverlapsResolvedAfterTheCopiesStartedStillLastWriteWins)
 }
 
 TEST_F(CoordinatorTest, ReserveUploadRejectsBadArguments) {
-  Coordinator c(small_config(1), backend);
+  Coordinator c(small_coordinator_config(1), backend);
   DeviceBuffer<std::uint32_t> dst(backend, 4);
   EXPECT_TRUE(throws_error(ErrorCategory::misuse, "reserve_upload outside a frame",
                            [&] { (void)c.reserve_upload(dst.data(), 4); }));
@@ -612,7 +592,7 @@ TEST_F(CoordinatorTest, ReserveUploadRejectsBadArguments) {
 
 TEST_F(CoordinatorTest, UserConsumerStreamOrdersAfterItsEarlierWork) {
   HostBackend deferred(HostBackendOptions{true});
-  Coordinator c(small_config(2), deferred);
+  Coordinator c(small_coordinator_config(2), deferred);
   Stream mine(deferred);
   DeviceBuffer<std::uint32_t> dst(deferred, 1);
   *dst.data() = 0;  // host backend: "device" memory is host memory
@@ -643,7 +623,7 @@ TEST_F(CoordinatorTest, BadConfigIsRejectedAtConstruction) {
 TEST_F(CoordinatorTest, DestructionFreesEverything) {
   const std::size_t before = backend.live_allocations();
   {
-    Coordinator c(small_config(3), backend);
+    Coordinator c(small_coordinator_config(3), backend);
     for (int f = 0; f < 5; ++f) {
       c.begin_frame();
       auto span = c.frame_alloc<int>(100);

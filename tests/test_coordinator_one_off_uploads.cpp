@@ -7,6 +7,7 @@
 #include <framestage/coordinator.hpp>
 #include <framestage/host_backend.hpp>
 
+#include "support/coordinator_modes.hpp"
 #include "support/expect_error.hpp"
 #include "support/fault_injecting_backend.hpp"
 
@@ -32,13 +33,8 @@ using testing::FaultSite;
 using testing::throws_error;
 
 Config small_config(std::uint32_t buffering) {
-  Config c;
-  c.buffering = buffering;
-  c.arena_bytes = std::size_t{1} << 20;
-  c.upload_arena_bytes = std::size_t{1} << 20;
-  c.max_uploads_per_frame = 4096;
-  c.direct_copy_threshold_bytes = 4096;
-  c.slot_timeout_ms = 100;
+  Config c = testing::small_coordinator_config(buffering);
+  c.direct_copy_threshold_bytes = 4096;  // some uploads go as direct copies
   return c;
 }
 
@@ -49,13 +45,7 @@ std::vector<std::byte> pattern(std::size_t bytes, std::uint32_t salt) {
   return out;
 }
 
-// Parameterised over buffering depth and whether the backend defers completion.
-struct Mode {
-  std::uint32_t buffering;
-  bool deferred;
-};
-
-class OneOffUploads : public ::testing::TestWithParam<Mode> {
+class OneOffUploads : public ::testing::TestWithParam<testing::CompletionMode> {
  protected:
   HostBackend backend{HostBackendOptions{GetParam().deferred}};
   Coordinator coordinator{small_config(GetParam().buffering), backend};
@@ -167,14 +157,8 @@ TEST_P(OneOffUploads, KernelsReadingTheLastFrameMayFollowAOneOffUpload) {
   EXPECT_EQ(seen, (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6}));
 }
 
-INSTANTIATE_TEST_SUITE_P(Buffering, OneOffUploads,
-                         ::testing::Values(Mode{1, false}, Mode{2, false}, Mode{3, false},
-                                           Mode{1, true}, Mode{2, true}, Mode{3, true}),
-                         [](const auto& param_info) {
-                           const Mode m = param_info.param;
-                           return std::string(m.deferred ? "deferred_" : "immediate_") +
-                                  std::to_string(m.buffering) + "_slots";
-                         });
+INSTANTIATE_TEST_SUITE_P(Buffering, OneOffUploads, testing::all_completion_modes(),
+                         testing::completion_mode_name);
 
 class OneOffUploadTest : public ::testing::Test {
  protected:
