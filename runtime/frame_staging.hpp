@@ -172,11 +172,8 @@ struct FrameStaging {
   /// `mark(slot)` for each of their slots, once (begin_frame, guarded).
   template <class Mark>
   void retire_last_frame(Mark&& mark) {
-    for (std::uint32_t s = 0; unretired_slots != 0; ++s) {
-      if ((unretired_slots & slot_bit(s)) == 0) continue;
-      mark(s);
-      unretired_slots &= ~slot_bit(s);
-    }
+    for (std::uint32_t s = 0; unretired_slots != 0; ++s)
+      retire_slot(s, mark);
   }
 
   /// A one-off frame's first step (an upload between frames, guarded): marks the readers' end of
