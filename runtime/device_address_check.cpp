@@ -12,7 +12,7 @@ void DeviceAddressCheck::forget() noexcept {
   for (Range& r : cache_)
     r = Range{};
   next_ = 0;
-  released_ = device_blocks_released.load(std::memory_order_relaxed);
+  released_ = blocks_released.load(std::memory_order_relaxed);
 }
 
 void DeviceAddressCheck::ask(std::uintptr_t begin, std::size_t bytes, const char* call,
@@ -23,13 +23,17 @@ void DeviceAddressCheck::ask(std::uintptr_t begin, std::size_t bytes, const char
                      " is host memory that ", backend_->describe(),
                      " cannot reach (from malloc, new or a std::vector?); pass a device address "
                      "(cudaMalloc, a DeviceBuffer, device_ptr) or mapped pinned memory");
-  if (info.range_bytes == 0) return;
-  const std::uintptr_t end = info.range_begin + info.range_bytes;
-  FRAMESTAGE_EXPECTS(bytes <= end - begin, misuse, call, ": the ", side, " ", ptr, " + ", bytes,
-                     " bytes runs ", bytes - (end - begin),
-                     " bytes past the end of its device allocation of ", info.range_bytes,
-                     " bytes at ", reinterpret_cast<const void*>(info.range_begin));
-  cache_[next_] = Range{info.range_begin, end};
+  Range known{begin, begin + bytes};
+  if (info.range_bytes != 0) {
+    known = Range{info.range_begin, info.range_begin + info.range_bytes};
+    FRAMESTAGE_EXPECTS(bytes <= known.end - begin, misuse, call, ": the ", side, " ", ptr, " + ",
+                       bytes, " bytes runs ", bytes - (known.end - begin),
+                       " bytes past the end of its device allocation of ", info.range_bytes,
+                       " bytes at ", reinterpret_cast<const void*>(info.range_begin));
+  }
+  // Where the backend knows no range (mapped pinned memory), the span just checked is still
+  // known good: a loop into one place asks once, not once a call.
+  cache_[next_] = known;
   next_ = (next_ + 1) % kCachedRanges;
 }
 

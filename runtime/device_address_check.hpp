@@ -12,11 +12,12 @@
 
 namespace framestage::detail {
 
-/// Checks device addresses against `backend`, asking it once per allocation: each thread keeps
-/// the last few device allocations it was told of, so a loop of uploads into one buffer costs
-/// a few compares, and forgets them all when any MemoryBlock (a DeviceBuffer, say) releases
-/// device memory. A backend that cannot tell (the host backend) costs one branch. Memory that
-/// the caller frees itself stays cached: a write there fails later as Error(cuda).
+/// Checks device addresses against `backend`, asking it once per allocation (once per span
+/// where it tells no allocation range, as for mapped pinned memory): each thread keeps the
+/// last few device ranges it was told of, so a loop of uploads into one buffer costs a few
+/// compares, and forgets them all when any MemoryBlock (a DeviceBuffer, an arena's pinned
+/// block) releases its memory. A backend that cannot tell (the host backend) costs one branch.
+/// Memory that the caller frees itself stays cached: a write there fails later as Error(cuda).
 ///
 /// **Thread safety:** any thread; the cache is per thread (device ranges are process-wide).
 class DeviceAddressCheck {
@@ -30,7 +31,7 @@ class DeviceAddressCheck {
   void expect(const void* ptr, std::size_t bytes, const char* call, const char* side) const {
     if (!enabled_) return;
     const auto begin = reinterpret_cast<std::uintptr_t>(ptr);
-    if (released_ != device_blocks_released.load(std::memory_order_relaxed)) [[unlikely]]
+    if (released_ != blocks_released.load(std::memory_order_relaxed)) [[unlikely]]
       forget();
     for (const Range& r : cache_)
       if (begin >= r.begin && begin <= r.end && bytes <= r.end - begin) [[likely]]
@@ -52,7 +53,7 @@ class DeviceAddressCheck {
   bool enabled_;
   static thread_local Range cache_[kCachedRanges];
   static thread_local std::size_t next_;
-  // device_blocks_released when cache_ was last cleared: a block freed since may be in it.
+  // blocks_released when cache_ was last cleared: a block freed since may be in it.
   static thread_local std::uint64_t released_;
 };
 

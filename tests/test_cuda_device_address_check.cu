@@ -18,8 +18,10 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace framestage {
@@ -81,6 +83,28 @@ TEST_P(CudaDeviceAddressCheck, AcceptsManagedAndMappedPinnedMemory) {
   c.end_frame().wait();
   EXPECT_EQ(std::vector<std::uint32_t>(managed, managed + 4), values);
   EXPECT_EQ(std::vector<std::uint32_t>(pinned_values, pinned_values + 4), values);
+}
+
+// A producer thread that made no CUDA call has no context current, and the driver's range
+// query fails there: then no range was cached and every upload asked the runtime again (the
+// 16-thread CudaConcurrency test ran 18x slower on an H100, session 11).
+class CudaAddressRange : public testing::CudaFixture<> {};
+
+TEST_F(CudaAddressRange, AThreadWithoutAContextLearnsTheWholeAllocation) {
+  DeviceBuffer<std::uint32_t> dst(backend(), 1024);
+  AddressInfo info;
+  std::exception_ptr failure;
+  std::thread([&] {
+    try {
+      info = backend().classify_address(dst.data() + 3);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }).join();
+  if (failure) std::rethrow_exception(failure);
+  EXPECT_EQ(info.kind, AddressKind::device);
+  EXPECT_EQ(info.range_begin, reinterpret_cast<std::uintptr_t>(dst.data()));
+  EXPECT_GE(info.range_bytes, 1024 * sizeof(std::uint32_t));
 }
 
 INSTANTIATE_TEST_SUITE_P(Strategies, CudaDeviceAddressCheck,

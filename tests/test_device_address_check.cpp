@@ -106,6 +106,32 @@ TEST_F(DeviceAddressCheckTest, AcceptsMappedPinnedMemory) {
   EXPECT_EQ(pinned.data()[15], std::byte{7});
 }
 
+TEST_F(DeviceAddressCheckTest, WithoutARangeRemembersTheSpanItChecked) {
+  // Mapped pinned memory comes back without an allocation range (as from CudaBackend, or from
+  // any backend whose range query fails): the span checked is remembered, not asked per call.
+  Coordinator& c = *coordinator_;
+  auto pinned = std::make_unique<MemoryBlock>(backend_, MemoryKind::pinned, 16);
+  auto* at = reinterpret_cast<std::uint32_t*>(pinned->data());
+  const std::uint32_t value = 3;
+  c.begin_frame();
+  const std::uint64_t before = backend_.addresses_classified();
+  for (int i = 0; i < 100; ++i)
+    c.upload<std::uint32_t>(at, std::span(&value, 1));
+  EXPECT_EQ(backend_.addresses_classified(), before + 1);
+  c.upload<std::uint32_t>(at + 1, std::span(&value, 1));  // past the span checked: asked
+  EXPECT_EQ(backend_.addresses_classified(), before + 2);
+  c.end_frame().wait();
+  EXPECT_EQ(at[0], 3u);
+  EXPECT_EQ(at[1], 3u);
+  // Once the block is released, host memory may take its place: its spans are forgotten.
+  pinned.reset();
+  auto again = std::make_unique<MemoryBlock>(backend_, MemoryKind::pinned, 16);
+  c.begin_frame();
+  c.upload<std::uint32_t>(reinterpret_cast<std::uint32_t*>(again->data()), std::span(&value, 1));
+  c.end_frame().wait();
+  EXPECT_EQ(backend_.addresses_classified(), before + 3);
+}
+
 TEST(DeviceAddressCheckOff, TheHostBackendAcceptsAnyAddress) {
   HostBackend backend;
   EXPECT_FALSE(backend.checks_addresses());

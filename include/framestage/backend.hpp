@@ -192,9 +192,10 @@ using Stream = detail::OwnedHandle<StreamView, &Backend::create_stream, &Backend
 using Event = detail::OwnedHandle<EventView, &Backend::create_event, &Backend::destroy_event>;
 
 namespace detail {
-/// Counts device blocks released through MemoryBlock, so that caches of device ranges
-/// (runtime/device_address_check.hpp) forget a range once its block is gone.
-inline std::atomic<std::uint64_t> device_blocks_released{0};
+/// Counts device and pinned blocks released through MemoryBlock, so that caches of
+/// device-reachable ranges (runtime/device_address_check.hpp) forget a range once its block is
+/// gone, before host memory can take its place.
+inline std::atomic<std::uint64_t> blocks_released{0};
 }  // namespace detail
 
 /// @brief Where a block of memory lives.
@@ -243,8 +244,8 @@ class MemoryBlock {
       backend_->free_pinned(data_);
     } else {
       backend_->free_device(data_);
-      detail::device_blocks_released.fetch_add(1, std::memory_order_relaxed);
     }
+    detail::blocks_released.fetch_add(1, std::memory_order_relaxed);
     data_ = nullptr;
   }
   Backend* backend_ = nullptr;
