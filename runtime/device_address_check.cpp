@@ -6,12 +6,14 @@ namespace framestage::detail {
 
 thread_local DeviceAddressCheck::Range DeviceAddressCheck::cache_[kCachedRanges];
 thread_local std::size_t DeviceAddressCheck::next_ = 0;
+thread_local std::size_t DeviceAddressCheck::hit_ = 0;
 thread_local std::uint64_t DeviceAddressCheck::released_ = 0;
 
 void DeviceAddressCheck::forget() noexcept {
   for (Range& r : cache_)
     r = Range{};
   next_ = 0;
+  hit_ = 0;
   released_ = blocks_released.load(std::memory_order_relaxed);
 }
 
@@ -34,6 +36,7 @@ void DeviceAddressCheck::ask(std::uintptr_t begin, std::size_t bytes, const char
   // Where the backend knows no range (mapped pinned memory), the span just checked is still
   // known good: a loop into one place asks once, not once a call.
   cache_[next_] = known;
+  hit_ = next_;
   next_ = (next_ + 1) % kCachedRanges;
 }
 

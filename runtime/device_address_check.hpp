@@ -33,18 +33,29 @@ class DeviceAddressCheck {
     const auto begin = reinterpret_cast<std::uintptr_t>(ptr);
     if (released_ != blocks_released.load(std::memory_order_relaxed)) [[unlikely]]
       forget();
-    for (const Range& r : cache_)
-      if (begin >= r.begin && begin <= r.end && bytes <= r.end - begin) [[likely]]
+    if (cache_[hit_].holds(begin, bytes)) [[likely]]
+      return;
+    for (std::size_t i = 0; i < kCachedRanges; ++i) {
+      if (cache_[i].holds(begin, bytes)) {
+        hit_ = i;
         return;
+      }
+    }
     ask(begin, bytes, call, side);
   }
 
  private:
   struct Range {
     std::uintptr_t begin = 0;
-    std::uintptr_t end = 0;  // one past the last byte; an empty range holds nothing
+    std::uintptr_t end = 0;  // one past the last byte
+    [[nodiscard]] bool holds(std::uintptr_t at, std::size_t bytes) const noexcept {
+      return at >= begin && at <= end && bytes <= end - at;
+    }
   };
-  static constexpr std::size_t kCachedRanges = 4;
+  // Enough for a simulation's arrays updated in turn (positions, velocities, ...): with fewer
+  // entries than buffers in the loop, every call would ask the runtime (about 2 us, serialised
+  // across threads).
+  static constexpr std::size_t kCachedRanges = 16;
 
   void ask(std::uintptr_t begin, std::size_t bytes, const char* call, const char* side) const;
   static void forget() noexcept;
@@ -52,7 +63,8 @@ class DeviceAddressCheck {
   Backend* backend_;
   bool enabled_;
   static thread_local Range cache_[kCachedRanges];
-  static thread_local std::size_t next_;
+  static thread_local std::size_t next_;  // the entry the next range replaces
+  static thread_local std::size_t hit_;   // the entry that held the last address checked
   // blocks_released when cache_ was last cleared: a block freed since may be in it.
   static thread_local std::uint64_t released_;
 };

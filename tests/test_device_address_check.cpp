@@ -96,6 +96,23 @@ TEST_F(DeviceAddressCheckTest, AsksOncePerAllocationAndForgetsFreedBlocks) {
   EXPECT_EQ(backend_.addresses_classified(), 2u) << "old block at " << old_address;
 }
 
+TEST_F(DeviceAddressCheckTest, ASimulationsArraysUpdatedInTurnAreAskedOnceEach) {
+  // Twelve arrays updated element by element in turn, as a particle loop does: each is asked
+  // about once, not once a call (a cache smaller than the loop would ask every time).
+  Coordinator& c = *coordinator_;
+  std::vector<DeviceBuffer<std::uint32_t>> arrays;
+  for (int a = 0; a < 12; ++a)
+    arrays.emplace_back(backend_, 64);
+  const std::uint64_t before = backend_.addresses_classified();
+  c.begin_frame();
+  for (std::uint32_t i = 0; i < 64; ++i)
+    for (auto& array : arrays)
+      c.upload<std::uint32_t>(array.data() + i, std::span(&i, 1));
+  c.end_frame().wait();
+  EXPECT_EQ(backend_.addresses_classified(), before + arrays.size());
+  EXPECT_EQ(arrays[11].to_host()[63], 63u);
+}
+
 TEST_F(DeviceAddressCheckTest, AcceptsMappedPinnedMemory) {
   Coordinator& c = *coordinator_;
   MemoryBlock pinned(backend_, MemoryKind::pinned, 16);
