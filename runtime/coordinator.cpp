@@ -67,8 +67,8 @@ struct Coordinator::Impl {
     refresh_slot_stats();
   }
 
-  // A coordinator that failed on a CUDA error has given it to its user: the scheduler's shutdown
-  // meets the same one and says nothing more.
+  // A failed coordinator has given its failure to its user: a CUDA error the scheduler's
+  // shutdown meets follows from it and is not said again.
   ~Impl() {
     if (state.failed()) scheduler.owner_failed();
   }

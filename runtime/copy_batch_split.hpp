@@ -48,6 +48,7 @@ struct CopyBatchSplit {
   std::array<CopyBatchList, 2> batched;  ///< [0]: under tiny_bytes; [1]: the rest
 
   void assign(std::span<const CopyOp> copies, const CopyBatchLimits& limits) {
+    max_copies_per_call_ = limits.max_copies_per_call;
     one_by_one.clear();
     for (CopyBatchList& list : batched)
       list.clear();
@@ -61,16 +62,19 @@ struct CopyBatchSplit {
     }
   }
 
-  /// Calls `call(list, first, count)` for each driver call: consecutive runs of at most
-  /// `max_copies_per_call` copies of each batch list, the tiny list first.
+  /// Calls `call(list, first, count)` for each driver call: consecutive runs of at most the
+  /// last assign's `max_copies_per_call` copies of each batch list, the tiny list first.
   template <class Call>
-  void for_each_call(const CopyBatchLimits& limits, Call&& call) const {
+  void for_each_call(Call&& call) const {
     for (const CopyBatchList& list : batched) {
       const std::size_t total = list.sizes.size();
-      for (std::size_t first = 0; first < total; first += limits.max_copies_per_call)
-        call(list, first, std::min(limits.max_copies_per_call, total - first));
+      for (std::size_t first = 0; first < total; first += max_copies_per_call_)
+        call(list, first, std::min(max_copies_per_call_, total - first));
     }
   }
+
+ private:
+  std::size_t max_copies_per_call_ = 1;
 };
 
 }  // namespace framestage::detail

@@ -295,13 +295,12 @@ void CudaBackend::copy_batch_async(std::span<const CopyOp> copies, StreamView st
   attributes.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
   attributes.flags = cudaMemcpyFlagPreferOverlapWithCompute;
   // The shapes the driver faults on (issue 18) never reach it: consecutive calls on one stream.
-  split.for_each_call(
-      kLimits, [&](const detail::CopyBatchList& list, std::size_t first, std::size_t count) {
-        std::size_t first_copy_index = 0;
-        FRAMESTAGE_CUDA_TRY(cudaMemcpyBatchAsync(list.dsts.data() + first, list.srcs.data() + first,
-                                                 list.sizes.data() + first, count, &attributes,
-                                                 &first_copy_index, 1, s));
-      });
+  split.for_each_call([&](const detail::CopyBatchList& list, std::size_t first, std::size_t count) {
+    std::size_t first_copy_index = 0;
+    FRAMESTAGE_CUDA_TRY(cudaMemcpyBatchAsync(list.dsts.data() + first, list.srcs.data() + first,
+                                             list.sizes.data() + first, count, &attributes,
+                                             &first_copy_index, 1, s));
+  });
 }
 
 AddressInfo CudaBackend::classify_address(const void* ptr) {

@@ -91,20 +91,19 @@ std::size_t expect_split_of(const CopyBatchSplit& split, const std::vector<CopyO
   // The calls: each list in order, in runs of at most the limit, no run across the lists.
   std::array<std::size_t, 2> covered{};
   std::size_t calls = 0;
-  split.for_each_call(kLimits,
-                      [&](const CopyBatchList& list, std::size_t first, std::size_t count) {
-                        ++calls;
-                        const std::size_t k = &list == &split.batched[0] ? 0 : 1;
-                        EXPECT_TRUE(&list == &split.batched[0] || &list == &split.batched[1]);
-                        if (k == 1) {
-                          EXPECT_EQ(covered[0], split.batched[0].sizes.size()) << "tiny list first";
-                        }
-                        EXPECT_EQ(first, covered[k]) << "calls of a list run back to back";
-                        EXPECT_GT(count, 0u);
-                        EXPECT_LE(count, kLimits.max_copies_per_call);
-                        EXPECT_LE(first + count, list.sizes.size());
-                        covered[k] = first + count;
-                      });
+  split.for_each_call([&](const CopyBatchList& list, std::size_t first, std::size_t count) {
+    ++calls;
+    const std::size_t k = &list == &split.batched[0] ? 0 : 1;
+    EXPECT_TRUE(&list == &split.batched[0] || &list == &split.batched[1]);
+    if (k == 1) {
+      EXPECT_EQ(covered[0], split.batched[0].sizes.size()) << "tiny list first";
+    }
+    EXPECT_EQ(first, covered[k]) << "calls of a list run back to back";
+    EXPECT_GT(count, 0u);
+    EXPECT_LE(count, kLimits.max_copies_per_call);
+    EXPECT_LE(first + count, list.sizes.size());
+    covered[k] = first + count;
+  });
   for (std::size_t k = 0; k < 2; ++k)
     EXPECT_EQ(covered[k], split.batched[k].sizes.size()) << "list " << k << " not all sent";
   return calls;
@@ -132,7 +131,7 @@ TEST(CopyBatchSplit, EmptyCopiesReachNoCall) {
   split.assign(copies, kLimits);
   EXPECT_TRUE(split.one_by_one.empty());
   std::size_t calls = 0;
-  split.for_each_call(kLimits, [&](const CopyBatchList&, std::size_t, std::size_t) { ++calls; });
+  split.for_each_call([&](const CopyBatchList&, std::size_t, std::size_t) { ++calls; });
   EXPECT_EQ(calls, 0u);
 }
 

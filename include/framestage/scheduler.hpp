@@ -73,9 +73,9 @@ class Scheduler {
   /// the scheduler's own for a null view. Work already on the old stream stays ordered first.
   void set_consumer_stream(StreamView stream);
 
-  /// @brief The owner failed with Error(cuda), which its user has been given: the destructor
-  /// still waits for enqueued work, but a CUDA error it meets there is that same device failure
-  /// (a sticky error fails every later call) and is not reported again.
+  /// @brief The owner failed, and its user has been given that failure: the destructor still
+  /// waits for enqueued work, but a CUDA error it meets there follows from the same failure (a
+  /// sticky error fails every later call) and is not reported again.
   void owner_failed() noexcept { owner_failed_ = true; }
 
  private:
