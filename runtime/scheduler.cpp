@@ -115,7 +115,13 @@ void Scheduler::submit_consumers(std::uint32_t slot, const TransferPlan& plan) {
   if (!s.writes_on_consumer) return;
   for (const CopyOp& c : plan.ordered_copies)  // in order: they overlap
     backend_->copy_async(c.dst, c.src, c.bytes, consumer_);
-  backend_->copy_batch_async(plan.direct_copies, consumer_);
+  // One cudaMemcpyAsync each, never cudaMemcpyBatchAsync: CUDA 13.0 with driver 580 faults
+  // inside cuMemcpyBatchAsync on lists framestage cannot predict (issue 18: a frame of 16k-56k
+  // direct copies of 1 B-16 KiB crashed the process even in calls of at most 4,096, tiny copies
+  // apart). With the default thresholds only copies of 256 KiB or more go direct, where the
+  // wire dominates the per-call cost.
+  for (const CopyOp& c : plan.direct_copies)
+    backend_->copy_async(c.dst, c.src, c.bytes, consumer_);
   backend_->record_event(s.ready.native(), consumer_);
 }
 

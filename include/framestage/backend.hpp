@@ -117,6 +117,8 @@ class Backend {
   virtual void copy_async(void* dst, const void* src, std::size_t bytes, StreamView stream) = 0;
   /// @brief Every copy of `copies` in one call, in stream order as a whole (cudaMemcpyBatchAsync
   /// on CUDA). The copies may run in any order among themselves, so they must not overlap.
+  /// The benchmark's batch-async baseline uses it; the scheduler does not (CUDA 13.0's driver
+  /// faults on batches it cannot predict: CudaBackend::kMaxBatchCopies).
   virtual void copy_batch_async(std::span<const CopyOp> copies, StreamView stream) = 0;
   /// @brief Runs every descriptor of the `count`-entry table at `table`: copies `bytes` from
   /// `staging + 16 * staging_granule` to `target`. `table` and `staging` are addresses a kernel

@@ -75,7 +75,10 @@ class CudaBackend final : public Backend {
   /// (issue 18) faults inside the driver on batches of mixed sizes that include copies under
   /// 16 B: SIGSEGV at 50,000 log-uniform 1 B-16 KiB copies in one call, and on an H100 a GPU
   /// fault (cudaErrorLaunchFailure) at 8,192 of them in shuffled order, while 5,000 shuffled
-  /// copies of 1 B-8 KiB passed. framestage_batch_limit_probe measures it on any GPU.
+  /// copies of 1 B-8 KiB passed. framestage_batch_limit_probe measures it on any GPU. Calls of
+  /// at most this many, tiny copies apart, still faulted on one frame of the GPU frame checker
+  /// (16k-56k direct copies of 1 B-16 KiB, session 12), so the scheduler sends its direct copies
+  /// one cudaMemcpyAsync each and only the benchmark's batch-async baseline comes here.
   static constexpr std::size_t kMaxBatchCopies = 4096;
   /// @brief Copies of at least this many bytes go one by one (cudaMemcpyAsync): the wire
   /// dominates them, so batching saves nothing, and they stay out of the driver's batch path.
