@@ -32,35 +32,46 @@ using testing::scaled_count;
 
 using CudaFrameChecker = testing::CudaTest;
 
+constexpr std::uint64_t kDefaultSeed = 20261207;
+
+// The full scale's sizes (tools/gpu-check); the other options as set by the caller.
+void set_full_scale(CheckerOptions& options) {
+  options.min_seconds = 120;
+  options.max_seconds = 200;
+  options.world_bytes = (std::size_t{9} << 30) / 4;
+  options.max_frame_bytes = std::size_t{512} << 20;
+  options.max_item_bytes = std::size_t{64} << 20;
+  options.max_items = (std::size_t{1} << 20) + 4096;
+  options.split_upload = true;
+}
+
+testing::CheckerFigures run_checker(Backend& backend, const CheckerOptions& options) {
+  FrameChecker checker(
+      backend,
+      [](void* dst, const void* src, std::size_t bytes) {
+        FRAMESTAGE_TEST_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+      },
+      options);
+  return checker.run();
+}
+
 TEST_F(CudaFrameChecker, EveryShapeArrivesByteForByte) {
   CheckerOptions options;
   options.min_frames = scaled_count("FRAMESTAGE_CHECK_FRAMES", 2'000, 10'000, 40);
-  options.seed = testing::announce_seed(env_count("FRAMESTAGE_CHECK_SEED").value_or(20261207));
+  options.seed = testing::announce_seed(env_count("FRAMESTAGE_CHECK_SEED").value_or(kDefaultSeed));
   options.replay_frame = env_count("FRAMESTAGE_CHECK_FRAME");
   options.max_threads = 16;
   if (scale_is_quick()) {
     options.max_threads = 4;
     options.every_theme = false;
   } else if (scale_is_full()) {
-    options.min_seconds = 120;
-    options.max_seconds = 200;
-    options.world_bytes = (std::size_t{9} << 30) / 4;
-    options.max_frame_bytes = std::size_t{512} << 20;
-    options.max_item_bytes = std::size_t{64} << 20;
-    options.max_items = (std::size_t{1} << 20) + 4096;
-    options.split_upload = true;
+    set_full_scale(options);
   } else {
     options.world_bytes = std::size_t{64} << 20;
     options.max_frame_bytes = std::size_t{16} << 20;
     options.max_item_bytes = std::size_t{4} << 20;
   }
-  FrameChecker checker(
-      backend(),
-      [](void* dst, const void* src, std::size_t bytes) {
-        FRAMESTAGE_TEST_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
-      },
-      options);
-  const auto figures = checker.run();
+  const auto figures = run_checker(backend(), options);
   figures.print(("frame checker, " + backend().describe()).c_str());
   EXPECT_EQ(figures.bad_bytes, 0u);
   if (options.replay_frame) return;
@@ -81,6 +92,23 @@ TEST_F(CudaFrameChecker, EveryShapeArrivesByteForByte) {
     EXPECT_GT(figures.largest_upload, std::uint64_t{1} << 31);
     EXPECT_GE(figures.largest_frame, options.max_frame_bytes);
   }
+}
+
+// Frame 257 of the full-scale run (seed 20261207): 16k-56k direct copies of 1 B-16 KiB from up
+// to 16 threads. Sent as cudaMemcpyBatchAsync calls of at most 4,096 copies, tiny ones apart,
+// it killed the process inside cuMemcpyBatchAsync_v2 (SIGSEGV, H100, driver 580.159.04, session
+// 12); the scheduler now sends direct copies one by one.
+TEST_F(CudaFrameChecker, TheDirectFrameThatCrashedTheDriverArrives) {
+  if (scale_is_quick()) GTEST_SKIP() << "a full-scale frame: not under compute-sanitizer";
+  CheckerOptions options;
+  options.seed = kDefaultSeed;
+  options.max_threads = 16;
+  set_full_scale(options);
+  options.replay_frame = 257;
+  const auto figures = run_checker(backend(), options);
+  EXPECT_EQ(figures.bad_bytes, 0u);
+  EXPECT_EQ(figures.frames, 1u);
+  EXPECT_GT(figures.theme_frames[static_cast<std::size_t>(CheckerTheme::direct_batch)], 0u);
 }
 
 }  // namespace
