@@ -34,17 +34,6 @@ using CudaFrameChecker = testing::CudaTest;
 
 constexpr std::uint64_t kDefaultSeed = 20261207;
 
-// The full scale's sizes (tools/gpu-check); the other options as set by the caller.
-void set_full_scale(CheckerOptions& options) {
-  options.min_seconds = 120;
-  options.max_seconds = 200;
-  options.world_bytes = (std::size_t{9} << 30) / 4;
-  options.max_frame_bytes = std::size_t{512} << 20;
-  options.max_item_bytes = std::size_t{64} << 20;
-  options.max_items = (std::size_t{1} << 20) + 4096;
-  options.split_upload = true;
-}
-
 testing::CheckerFigures run_checker(Backend& backend, const CheckerOptions& options) {
   FrameChecker checker(
       backend,
@@ -65,7 +54,7 @@ TEST_F(CudaFrameChecker, EveryShapeArrivesByteForByte) {
     options.max_threads = 4;
     options.every_theme = false;
   } else if (scale_is_full()) {
-    set_full_scale(options);
+    options.set_full_scale();
   } else {
     options.world_bytes = std::size_t{64} << 20;
     options.max_frame_bytes = std::size_t{16} << 20;
@@ -103,7 +92,7 @@ TEST_F(CudaFrameChecker, TheDirectFrameThatCrashedTheDriverArrives) {
   CheckerOptions options;
   options.seed = kDefaultSeed;
   options.max_threads = 16;
-  set_full_scale(options);
+  options.set_full_scale();
   options.replay_frame = 257;
   const auto figures = run_checker(backend(), options);
   EXPECT_EQ(figures.bad_bytes, 0u);

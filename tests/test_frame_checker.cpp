@@ -2,7 +2,9 @@
 // shape, every planner boundary theme, byte for byte against a host model. CI runs 1,500 frames
 // per completion mode on an 8 MiB destination, items up to 1 MiB and frames past 2^17 items;
 // FRAMESTAGE_CHECK_FRAMES sets the count, FRAMESTAGE_CHECK_SEED the seed and
-// FRAMESTAGE_CHECK_FRAME=N replays frame N alone. The GPU run is test_cuda_frame_checker.
+// FRAMESTAGE_CHECK_FRAME=N replays frame N alone; FRAMESTAGE_TEST_SCALE=full runs the GPU
+// run's full scale (CheckerOptions::set_full_scale, 16 threads) on the host backend. The GPU run
+// is test_cuda_frame_checker.
 #include <framestage/host_backend.hpp>
 
 #include "support/frame_checker.hpp"
@@ -31,6 +33,10 @@ TEST_P(FrameCheckerOnHost, EveryShapeArrivesByteForByte) {
   options.min_frames = scaled_count("FRAMESTAGE_CHECK_FRAMES", 1'500, 10'000, 40);
   options.seed = env_count("FRAMESTAGE_CHECK_SEED").value_or(deferred ? 20261207 : 20261208);
   options.replay_frame = env_count("FRAMESTAGE_CHECK_FRAME");
+  if (testing::scale_is_full()) {
+    options.max_threads = 16;
+    options.set_full_scale();
+  }
   std::printf("[ seed     ] %llu (FRAMESTAGE_CHECK_SEED replays it)\n",
               static_cast<unsigned long long>(options.seed));
   HostBackend backend(HostBackendOptions{deferred});
@@ -52,6 +58,10 @@ TEST_P(FrameCheckerOnHost, EveryShapeArrivesByteForByte) {
     EXPECT_GT(frames, 0u);
   EXPECT_GT(figures.most_items, std::uint64_t{1} << 17);
   EXPECT_GT(figures.refused, 0u) << "the fill-arena frames must meet a full arena";
+  if (testing::scale_is_full()) {
+    EXPECT_GT(figures.most_items, std::uint64_t{1} << 20);
+    EXPECT_GT(figures.largest_upload, std::uint64_t{1} << 31);
+  }
 }
 
 // The checker itself: a stray byte beside a write must be found, and only it (a drain that
