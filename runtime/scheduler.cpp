@@ -113,15 +113,15 @@ void Scheduler::submit_consumers(std::uint32_t slot, const TransferPlan& plan) {
   s.writes_on_consumer =
       !plan.scatters.empty() || !plan.direct_copies.empty() || !plan.ordered_copies.empty();
   if (!s.writes_on_consumer) return;
-  for (const CopyOp& c : plan.ordered_copies)  // in order: they overlap
-    backend_->copy_async(c.dst, c.src, c.bytes, consumer_);
-  // One cudaMemcpyAsync each, never cudaMemcpyBatchAsync: CUDA 13.0 with driver 580 faults
-  // inside cuMemcpyBatchAsync on lists framestage cannot predict (issue 18: a frame of 16k-56k
-  // direct copies of 1 B-16 KiB crashed the process even in calls of at most 4,096, tiny copies
-  // apart). With the default thresholds only copies of 256 KiB or more go direct, where the
-  // wire dominates the per-call cost.
-  for (const CopyOp& c : plan.direct_copies)
-    backend_->copy_async(c.dst, c.src, c.bytes, consumer_);
+  // The ordered copies first and in order (they overlap), then the direct ones: one
+  // cudaMemcpyAsync each, never cudaMemcpyBatchAsync. CUDA 13.0 with driver 580 faults inside
+  // cuMemcpyBatchAsync on lists framestage cannot predict (issue 18: a frame of 16k-56k direct
+  // copies of 1 B-16 KiB crashed the process even in calls of at most 4,096, tiny copies apart).
+  // With the default thresholds only copies of 256 KiB or more go direct, where the wire
+  // dominates the per-call cost.
+  for (const std::vector<CopyOp>* copies : {&plan.ordered_copies, &plan.direct_copies})
+    for (const CopyOp& c : *copies)
+      backend_->copy_async(c.dst, c.src, c.bytes, consumer_);
   backend_->record_event(s.ready.native(), consumer_);
 }
 

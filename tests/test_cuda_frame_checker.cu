@@ -91,7 +91,6 @@ TEST_F(CudaFrameChecker, TheDirectFrameThatCrashedTheDriverArrives) {
   if (scale_is_quick()) GTEST_SKIP() << "a full-scale frame: not under compute-sanitizer";
   CheckerOptions options;
   options.seed = kDefaultSeed;
-  options.max_threads = 16;
   options.set_full_scale();
   options.replay_frame = 257;
   const auto figures = run_checker(backend(), options);

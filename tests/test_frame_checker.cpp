@@ -3,7 +3,7 @@
 // per completion mode on an 8 MiB destination, items up to 1 MiB and frames past 2^17 items;
 // FRAMESTAGE_CHECK_FRAMES sets the count, FRAMESTAGE_CHECK_SEED the seed and
 // FRAMESTAGE_CHECK_FRAME=N replays frame N alone; FRAMESTAGE_TEST_SCALE=full runs the GPU
-// run's full scale (CheckerOptions::set_full_scale, 16 threads) on the host backend. The GPU run
+// run's full scale (CheckerOptions::set_full_scale) on the host backend. The GPU run
 // is test_cuda_frame_checker.
 #include <framestage/host_backend.hpp>
 
@@ -33,10 +33,7 @@ TEST_P(FrameCheckerOnHost, EveryShapeArrivesByteForByte) {
   options.min_frames = scaled_count("FRAMESTAGE_CHECK_FRAMES", 1'500, 10'000, 40);
   options.seed = env_count("FRAMESTAGE_CHECK_SEED").value_or(deferred ? 20261207 : 20261208);
   options.replay_frame = env_count("FRAMESTAGE_CHECK_FRAME");
-  if (testing::scale_is_full()) {
-    options.max_threads = 16;
-    options.set_full_scale();
-  }
+  if (testing::scale_is_full()) options.set_full_scale();
   std::printf("[ seed     ] %llu (FRAMESTAGE_CHECK_SEED replays it)\n",
               static_cast<unsigned long long>(options.seed));
   HostBackend backend(HostBackendOptions{deferred});

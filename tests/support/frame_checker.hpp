@@ -70,9 +70,11 @@ struct CheckerOptions {
   bool sabotage = false;
 
   /// FRAMESTAGE_TEST_SCALE=full (issue 18): at least 120 s, no epoch begun after 200 s; a
-  /// 2.25-GiB destination, frames to 512 MiB, items to 64 MiB, past 2^20 uploads in a frame, and
-  /// one upload past 2 GiB (the 32-bit split). On the host backend it needs about 5 GiB of memory.
+  /// 2.25-GiB destination, frames to 512 MiB, items to 64 MiB, past 2^20 uploads in a frame,
+  /// one upload past 2 GiB (the 32-bit split), 16 threads. On the host backend it needs about
+  /// 5 GiB of memory.
   void set_full_scale() {
+    max_threads = 16;
     min_seconds = 120;
     max_seconds = 200;
     world_bytes = (std::size_t{9} << 30) / 4;
