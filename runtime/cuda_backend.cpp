@@ -59,6 +59,30 @@ cudaEvent_t cuda_event(EventHandle event) noexcept {
   return static_cast<cudaEvent_t>(event);
 }
 
+/// The one creation path of the backend's streams and events: makes `device` current and runs
+/// `create` with `flags`; throws Error(cuda) naming `call` if it fails.
+template <class Native>
+Native create_on(int device, cudaError_t (*create)(Native*, unsigned int), unsigned int flags,
+                 const char* call) {
+  const DeviceGuard guard(device);
+  Native handle = nullptr;
+  FRAMESTAGE_DETAIL_CUDA_CHECK(create(&handle, flags), call, detail::throw_cuda_error);
+  return handle;
+}
+
+/// The one release path of the backend's memory, streams and events: makes `device` current
+/// and runs `destroy` on `handle`, reporting a failure on stderr rather than throwing. A null
+/// handle is skipped: it owns nothing, and as a stream it would name the legacy default stream,
+/// which is not ours to destroy.
+template <class Native>
+void release_on(int device, void* handle, cudaError_t (*destroy)(Native),
+                const char* call) noexcept {
+  if (handle == nullptr) return;
+  const DeviceGuard guard(device, std::nothrow);
+  FRAMESTAGE_DETAIL_CUDA_CHECK(destroy(static_cast<Native>(handle)), call,
+                               detail::report_cuda_error);
+}
+
 /// True once the event has completed, false while it is pending; throws on any other result.
 bool query_event(cudaEvent_t event) {
   const cudaError_t status = cudaEventQuery(event);
@@ -146,9 +170,7 @@ void* CudaBackend::allocate_pinned(std::size_t bytes) {
 }
 
 void CudaBackend::free_pinned(void* ptr) noexcept {
-  if (ptr == nullptr) return;
-  const DeviceGuard guard(device_, std::nothrow);
-  FRAMESTAGE_CUDA_ASSERT_SAFE_SHUTDOWN(cudaFreeHost(ptr));
+  release_on(device_, ptr, &cudaFreeHost, "cudaFreeHost(ptr)");
 }
 
 void* CudaBackend::mapped_device_address(void* pinned_ptr) {
@@ -169,39 +191,28 @@ void* CudaBackend::allocate_device(std::size_t bytes) {
 }
 
 void CudaBackend::free_device(void* ptr) noexcept {
-  if (ptr == nullptr) return;
-  const DeviceGuard guard(device_, std::nothrow);
-  FRAMESTAGE_CUDA_ASSERT_SAFE_SHUTDOWN(cudaFree(ptr));
+  release_on(device_, ptr, &cudaFree, "cudaFree(ptr)");
 }
 
 StreamHandle CudaBackend::create_stream() {
-  const DeviceGuard guard(device_);
-  cudaStream_t stream = nullptr;
   // Non-blocking: no implicit synchronisation with the legacy default stream, so other
   // libraries' work there never stalls a frame.
-  FRAMESTAGE_CUDA_TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  return stream;
+  return create_on(device_, &cudaStreamCreateWithFlags, cudaStreamNonBlocking,
+                   "cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)");
 }
 
 void CudaBackend::destroy_stream(StreamHandle stream) noexcept {
-  // A null handle would name the legacy default stream, which is not ours to destroy.
-  if (stream == nullptr) return;
-  const DeviceGuard guard(device_, std::nothrow);
-  FRAMESTAGE_CUDA_ASSERT_SAFE_SHUTDOWN(cudaStreamDestroy(static_cast<cudaStream_t>(stream)));
+  release_on(device_, stream, &cudaStreamDestroy, "cudaStreamDestroy(stream)");
 }
 
 EventHandle CudaBackend::create_event() {
-  const DeviceGuard guard(device_);
-  cudaEvent_t event = nullptr;
   // Events only order and signal; timing would make every record and query more expensive.
-  FRAMESTAGE_CUDA_TRY(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
-  return event;
+  return create_on(device_, &cudaEventCreateWithFlags, cudaEventDisableTiming,
+                   "cudaEventCreateWithFlags(&event, cudaEventDisableTiming)");
 }
 
 void CudaBackend::destroy_event(EventHandle event) noexcept {
-  if (event == nullptr) return;
-  const DeviceGuard guard(device_, std::nothrow);
-  FRAMESTAGE_CUDA_ASSERT_SAFE_SHUTDOWN(cudaEventDestroy(cuda_event(event)));
+  release_on(device_, event, &cudaEventDestroy, "cudaEventDestroy(event)");
 }
 
 void CudaBackend::record_event(EventHandle event, StreamView stream) {

@@ -41,14 +41,21 @@ class CudaBackend final : public Backend {
   [[nodiscard]] int device() const noexcept { return device_; }
   [[nodiscard]] int sm_count() const noexcept { return sm_count_; }
 
+  /// @brief cudaHostAlloc, portable (every device's context may use it) and mapped (kernels
+  /// read it in place through mapped_device_address).
+  /// @throws Error(out_of_memory) when the host cannot pin `bytes`; Error(cuda) otherwise.
   void* allocate_pinned(std::size_t bytes) override;
   void free_pinned(void* ptr) noexcept override;
   [[nodiscard]] void* mapped_device_address(void* pinned_ptr) override;
+  /// @brief cudaMalloc on this backend's device.
+  /// @throws Error(out_of_memory) when the device cannot hold `bytes`; Error(cuda) otherwise.
   void* allocate_device(std::size_t bytes) override;
   void free_device(void* ptr) noexcept override;
 
+  /// @brief A non-blocking stream: it never synchronises with the legacy default stream.
   StreamHandle create_stream() override;
   void destroy_stream(StreamHandle stream) noexcept override;
+  /// @brief An event with timing disabled: it only orders and signals.
   EventHandle create_event() override;
   void destroy_event(EventHandle event) noexcept override;
 

@@ -7,6 +7,7 @@
 #include <framestage/detail/capacity_tracker.hpp>
 #include <framestage/detail/overflow_blocks.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
