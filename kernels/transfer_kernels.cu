@@ -158,6 +158,27 @@ void launch_transfer(const TransferDescriptor* table, std::size_t count, Staging
 
 }  // namespace
 
+cudaKernelNodeParams transfer_node_params(bool gather, const TransferDescriptor* table,
+                                          std::size_t count, std::byte* staging,
+                                          TransferNodeArgs& args) {
+  args.table = table;
+  args.count = count;
+  args.staging = staging;
+  // Both kernels take (table, count, staging); the staging pointer's constness does not change
+  // how the argument is passed.
+  args.values = {&args.table, &args.count, &args.staging};
+  const LaunchConfig config = transfer_launch_config(std::max<std::size_t>(count, 1));
+  cudaKernelNodeParams params{};
+  params.func = gather ? reinterpret_cast<void*>(&transfer_kernel<Direction::gather>)
+                       : reinterpret_cast<void*>(&transfer_kernel<Direction::scatter>);
+  params.gridDim = dim3(config.blocks);
+  params.blockDim = dim3(config.threads_per_block);
+  params.sharedMemBytes = 0;
+  params.kernelParams = args.values.data();
+  params.extra = nullptr;
+  return params;
+}
+
 void launch_scatter(const TransferDescriptor* table, std::size_t count, const std::byte* staging,
                     cudaStream_t stream) {
   launch_transfer<Direction::scatter>(table, count, staging, stream);

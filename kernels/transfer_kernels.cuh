@@ -8,6 +8,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <array>
 #include <cstddef>
 
 namespace framestage::detail {
@@ -33,5 +34,23 @@ void launch_scatter(const TransferDescriptor* table, std::size_t count, const st
 /// Parameters, errors and ordering as launch_scatter, with staging written and targets read.
 void launch_gather(const TransferDescriptor* table, std::size_t count, std::byte* staging,
                    cudaStream_t stream);
+
+/// @brief Storage for a transfer kernel node's arguments: cudaKernelNodeParams points into it,
+/// so it must outlive the call that takes those parameters.
+struct TransferNodeArgs {
+  const TransferDescriptor* table = nullptr;
+  std::size_t count = 0;
+  std::byte* staging = nullptr;
+  std::array<void*, 3> values{};
+};
+
+/// @brief Kernel node parameters for the scatter (or, with `gather`, the gather) of a
+/// `count`-entry table: the launch that launch_scatter or launch_gather would enqueue, for a
+/// graph node. A count of 0 still gets one block, which does nothing: a node cannot have an
+/// empty grid (the tick graph disables such a node instead of running it).
+[[nodiscard]] cudaKernelNodeParams transfer_node_params(bool gather,
+                                                        const TransferDescriptor* table,
+                                                        std::size_t count, std::byte* staging,
+                                                        TransferNodeArgs& args);
 
 }  // namespace framestage::detail

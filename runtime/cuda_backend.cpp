@@ -9,7 +9,10 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <functional>
+#include <memory>
 #include <new>
 #include <thread>
 #include <vector>
@@ -81,6 +84,89 @@ void release_on(int device, void* handle, cudaError_t (*destroy)(Native),
   const DeviceGuard guard(device, std::nothrow);
   FRAMESTAGE_DETAIL_CUDA_CHECK(destroy(static_cast<Native>(handle)), call,
                                detail::report_cuda_error);
+}
+
+/// A tick graph on one device: its template graph, the nodes each launch sets, and one
+/// executable instance per slot with the parameters it was last launched with.
+struct CudaTickGraph {
+  /// The five transfer nodes, in TickTransfers' order.
+  enum Node : std::size_t { readback_table, gather, readback_copy, upload_copy, scatter, count };
+  struct Instance {
+    cudaGraphExec_t exec = nullptr;
+    TickTransfers set{};
+    std::array<bool, Node::count> enabled{true, true, true, true, true};
+    bool stale = true;  // `set` and `enabled` say nothing: the next launch sets every node
+  };
+
+  explicit CudaTickGraph(int dev) : device(dev) {}
+  CudaTickGraph(const CudaTickGraph&) = delete;
+  CudaTickGraph& operator=(const CudaTickGraph&) = delete;
+  ~CudaTickGraph() {
+    // An instance still running is freed by the driver once it completes.
+    for (const Instance& in : instances)
+      release_on(device, in.exec, &cudaGraphExecDestroy, "cudaGraphExecDestroy(exec)");
+    release_on(device, graph, &cudaGraphDestroy, "cudaGraphDestroy(graph)");
+    release_on(device, placeholder_pinned, &cudaFreeHost, "cudaFreeHost(placeholder)");
+    release_on(device, placeholder_device, &cudaFree, "cudaFree(placeholder)");
+  }
+
+  int device;
+  cudaGraph_t graph = nullptr;
+  // Memcpy nodes are made with real addresses of the kinds each launch sets (pinned host and
+  // device memory of this device's context), which SetParams1D requires; no launch uses them.
+  void* placeholder_pinned = nullptr;
+  void* placeholder_device = nullptr;
+  std::array<cudaGraphNode_t, Node::count> nodes{};
+  std::vector<Instance> instances;
+};
+
+constexpr std::size_t kPlaceholderBytes = 256;
+
+bool same_copy(const CopyOp& a, const CopyOp& b) {
+  return a.dst == b.dst && a.src == b.src && a.bytes == b.bytes;
+}
+
+/// What `work` enqueues on a fresh stream of `device`, as a graph (null if it enqueued nothing
+/// on it). The capture is thread-local: calls from this thread that a capture cannot hold fail
+/// and invalidate it, and that is reported as the misuse it is.
+cudaGraph_t capture_work(int device, const std::function<void(StreamView)>& work) {
+  const auto stream = create_on(device, &cudaStreamCreateWithFlags, cudaStreamNonBlocking,
+                                "cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)");
+  const auto end_capture = [&](cudaGraph_t* graph) {
+    const cudaError_t ended = cudaStreamEndCapture(stream, graph);
+    release_on(device, stream, &cudaStreamDestroy, "cudaStreamDestroy(stream)");
+    return ended;
+  };
+  if (const cudaError_t began = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+      began != cudaSuccess) {
+    release_on(device, stream, &cudaStreamDestroy, "cudaStreamDestroy(stream)");
+    detail::throw_cuda_error(began, "cudaStreamBeginCapture(stream)", FRAMESTAGE_SOURCE_FILE,
+                             __LINE__);
+  }
+  try {
+    work(StreamView{stream});
+  } catch (...) {
+    cudaGraph_t partial = nullptr;
+    if (end_capture(&partial) == cudaSuccess && partial != nullptr) cudaGraphDestroy(partial);
+    detail::clear_last_cuda_error();
+    throw;
+  }
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = end_capture(&graph);
+  if (ended != cudaSuccess) {
+    detail::clear_last_cuda_error();
+    throw Error(ErrorCategory::misuse,
+                "capture_tick: the tick's work broke its capture: cudaStreamEndCapture failed: " +
+                    detail::describe_cuda_error(ended) +
+                    "; enqueue the work only on the stream it is handed (other streams join "
+                    "through events recorded on it), and do not synchronise or allocate in it");
+  }
+  std::size_t nodes = 0;
+  if (cudaGraphGetNodes(graph, nullptr, &nodes) == cudaSuccess && nodes == 0) {
+    cudaGraphDestroy(graph);
+    return nullptr;
+  }
+  return graph;
 }
 
 /// True once the event has completed, false while it is pending; throws on any other result.
@@ -361,6 +447,126 @@ void CudaBackend::gather_async(const TransferDescriptor* table, std::size_t coun
   if (count == 0) return;
   const DeviceGuard guard(device_);
   detail::launch_gather(table, count, staging, cuda_stream(stream));
+}
+
+GraphHandle CudaBackend::create_tick_graph(std::size_t instances,
+                                           const std::function<void(StreamView)>& work) {
+  FRAMESTAGE_EXPECTS(instances >= 1, misuse, "create_tick_graph: a tick graph needs an instance");
+  const DeviceGuard guard(device_);
+  using Node = CudaTickGraph::Node;
+  auto g = std::make_unique<CudaTickGraph>(device_);
+  // Captured first: if the work throws or breaks its capture, nothing else was made.
+  cudaGraph_t user = capture_work(device_, work);
+  const auto add_user_work = [&](cudaGraphNode_t after) {
+    if (user == nullptr) return;
+    cudaGraphNode_t child = nullptr;
+    const cudaError_t added = cudaGraphAddChildGraphNode(&child, g->graph, &after, 1, user);
+    cudaGraphDestroy(user);  // the node holds a clone
+    user = nullptr;
+    if (added != cudaSuccess) {
+      detail::throw_cuda_error(added, "cudaGraphAddChildGraphNode(tick work)",
+                               FRAMESTAGE_SOURCE_FILE, __LINE__);
+    }
+  };
+  try {
+    FRAMESTAGE_CUDA_TRY_ALLOC(cudaHostAlloc(&g->placeholder_pinned, kPlaceholderBytes,
+                                            cudaHostAllocPortable | cudaHostAllocMapped),
+                              kPlaceholderBytes);
+    FRAMESTAGE_CUDA_TRY_ALLOC(cudaMalloc(&g->placeholder_device, kPlaceholderBytes),
+                              kPlaceholderBytes);
+    FRAMESTAGE_CUDA_TRY(cudaGraphCreate(&g->graph, 0));
+    auto& n = g->nodes;
+    const auto add_copy = [&](Node node, const cudaGraphNode_t* after, std::size_t deps,
+                              bool to_device) {
+      void* dst = to_device ? g->placeholder_device : g->placeholder_pinned;
+      const void* src = to_device ? g->placeholder_pinned : g->placeholder_device;
+      FRAMESTAGE_CUDA_TRY(cudaGraphAddMemcpyNode1D(&n[node], g->graph, after, deps, dst, src,
+                                                   kPlaceholderBytes, cudaMemcpyDefault));
+    };
+    const auto add_kernel = [&](Node node, const cudaGraphNode_t* after, std::size_t deps,
+                                bool gather) {
+      detail::TransferNodeArgs args;
+      const cudaKernelNodeParams params = detail::transfer_node_params(
+          gather, nullptr, 0, static_cast<std::byte*>(g->placeholder_device), args);
+      FRAMESTAGE_CUDA_TRY(cudaGraphAddKernelNode(&n[node], g->graph, after, deps, &params));
+    };
+    // Readbacks: table in, gather, bytes back. Uploads: descriptors and payloads in, then the
+    // scatter, after the gather (a frame's readbacks read what was there before its uploads).
+    add_copy(Node::readback_table, nullptr, 0, true);
+    add_kernel(Node::gather, &n[Node::readback_table], 1, true);
+    add_copy(Node::readback_copy, &n[Node::gather], 1, false);
+    add_copy(Node::upload_copy, nullptr, 0, true);
+    const std::array<cudaGraphNode_t, 2> before_scatter{n[Node::upload_copy], n[Node::gather]};
+    add_kernel(Node::scatter, before_scatter.data(), before_scatter.size(), false);
+    add_user_work(n[Node::scatter]);
+    g->instances.resize(instances);
+    for (CudaTickGraph::Instance& in : g->instances)
+      FRAMESTAGE_CUDA_TRY(cudaGraphInstantiate(&in.exec, g->graph, 0));
+  } catch (...) {
+    if (user != nullptr) cudaGraphDestroy(user);
+    throw;
+  }
+  return g.release();
+}
+
+void CudaBackend::destroy_tick_graph(GraphHandle graph) noexcept {
+  delete static_cast<CudaTickGraph*>(graph);
+}
+
+void CudaBackend::launch_tick_graph(GraphHandle graph, std::size_t instance, const TickTransfers& t,
+                                    StreamView stream) {
+  FRAMESTAGE_EXPECTS(graph != nullptr, misuse, "launch_tick_graph: null tick graph");
+  auto& g = *static_cast<CudaTickGraph*>(graph);
+  FRAMESTAGE_EXPECTS(instance < g.instances.size(), misuse, "launch_tick_graph: instance ",
+                     instance, " of ", g.instances.size());
+  const DeviceGuard guard(device_);
+  using Node = CudaTickGraph::Node;
+  CudaTickGraph::Instance& in = g.instances[instance];
+  const bool stale = std::exchange(in.stale, true);  // until every node below is set
+  // A node with nothing to do is disabled rather than set: a memcpy node cannot copy 0 bytes.
+  const auto enable = [&](Node node, bool on) {
+    if (!stale && in.enabled[node] == on) return;
+    FRAMESTAGE_CUDA_TRY(cudaGraphNodeSetEnabled(in.exec, g.nodes[node], on ? 1U : 0U));
+    in.enabled[node] = on;
+  };
+  const auto set_copy = [&](Node node, const CopyOp& now, const CopyOp& before) {
+    if (now.bytes > 0 && (stale || !same_copy(now, before))) {
+      FRAMESTAGE_CUDA_TRY(cudaGraphExecMemcpyNodeSetParams1D(
+          in.exec, g.nodes[node], now.dst, now.src, now.bytes, cudaMemcpyDefault));
+    }
+    enable(node, now.bytes > 0);
+  };
+  const auto set_kernel = [&](Node node, bool gather, const TransferDescriptor* table,
+                              std::size_t count, const std::byte* staging,
+                              const TransferDescriptor* table_before, std::size_t count_before,
+                              const std::byte* staging_before) {
+    if (count > 0 &&
+        (stale || table != table_before || count != count_before || staging != staging_before)) {
+      detail::TransferNodeArgs args;
+      // The scatter only reads staging; one parameter block serves both directions.
+      const cudaKernelNodeParams params =
+          detail::transfer_node_params(gather, table, count, const_cast<std::byte*>(staging), args);
+      FRAMESTAGE_CUDA_TRY(cudaGraphExecKernelNodeSetParams(in.exec, g.nodes[node], &params));
+    }
+    enable(node, count > 0);
+  };
+  const TickTransfers& was = in.set;
+  set_copy(Node::readback_table, t.readback_table, was.readback_table);
+  set_kernel(Node::gather, true, t.gather_table, t.gather_count, t.gather_staging, was.gather_table,
+             was.gather_count, was.gather_staging);
+  set_copy(Node::readback_copy, t.readback_copy, was.readback_copy);
+  set_copy(Node::upload_copy, t.upload_copy, was.upload_copy);
+  set_kernel(Node::scatter, false, t.scatter_table, t.scatter_count, t.scatter_staging,
+             was.scatter_table, was.scatter_count, was.scatter_staging);
+  in.set = t;
+  in.stale = false;
+  FRAMESTAGE_CUDA_TRY(cudaGraphLaunch(in.exec, cuda_stream(stream)));
+}
+
+bool CudaBackend::is_capturing(StreamView stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  FRAMESTAGE_CUDA_TRY(cudaStreamIsCapturing(cuda_stream(stream), &status));
+  return status != cudaStreamCaptureStatusNone;
 }
 
 void CudaBackend::read_device(void* host_dst, const void* device_src, std::size_t bytes) {

@@ -27,6 +27,13 @@ struct Operation {
 
 struct StreamState {
   std::deque<Operation> pending;
+  std::vector<std::function<void()>>* captured = nullptr;  // set while a tick graph captures
+};
+
+// A tick graph: the work its capture kept, replayed after the transfers by every launch.
+struct HostTickGraph {
+  std::vector<std::function<void()>> work;
+  std::size_t instances = 0;
 };
 
 struct EventState {
@@ -62,6 +69,13 @@ struct HostBackend::State {
   }
 
   void enqueue(StreamState& s, Operation op) {
+    if (s.captured != nullptr) {
+      FRAMESTAGE_EXPECTS(op.kind == Operation::Kind::work, misuse,
+                         "host backend: an event record or wait on a stream under capture; a "
+                         "tick graph's work enqueues copies and kernels only");
+      s.captured->push_back(std::move(op.work));
+      return;
+    }
     s.pending.push_back(std::move(op));
     if (!options.deferred && !stalled) run_stream(s, nullptr, 0);
   }
@@ -217,6 +231,9 @@ bool HostBackend::wait_event(EventHandle event, std::chrono::milliseconds /*time
 
 void HostBackend::synchronize(StreamView stream) {
   std::lock_guard lock(state_->mutex);
+  FRAMESTAGE_EXPECTS(state_->stream(stream).captured == nullptr, misuse,
+                     "host backend: synchronize on a stream under capture (on a GPU: "
+                     "cudaErrorStreamCaptureUnsupported)");
   FRAMESTAGE_EXPECTS(state_->run_stream(state_->stream(stream), nullptr, 0), timeout,
                      "host backend: stream synchronize cannot complete while the backend is "
                      "stalled");
@@ -275,6 +292,59 @@ void HostBackend::gather_async(const TransferDescriptor* table, std::size_t coun
 
 void HostBackend::read_device(void* host_dst, const void* device_src, std::size_t bytes) {
   std::memcpy(host_dst, device_src, bytes);
+}
+
+GraphHandle HostBackend::create_tick_graph(std::size_t instances,
+                                           const std::function<void(StreamView)>& work) {
+  FRAMESTAGE_EXPECTS(instances >= 1, misuse, "host backend: a tick graph needs an instance");
+  auto graph = std::make_unique<HostTickGraph>();
+  graph->instances = instances;
+  const StreamHandle capture = create_stream();
+  {
+    std::lock_guard lock(state_->mutex);
+    static_cast<StreamState*>(capture)->captured = &graph->work;
+  }
+  try {
+    work(StreamView{capture});
+  } catch (...) {
+    destroy_stream(capture);
+    throw;
+  }
+  destroy_stream(capture);
+  return graph.release();
+}
+
+void HostBackend::destroy_tick_graph(GraphHandle graph) noexcept {
+  // Launches hold copies of the work they enqueued, so nothing in flight refers to the graph.
+  delete static_cast<HostTickGraph*>(graph);
+}
+
+void HostBackend::launch_tick_graph(GraphHandle graph, std::size_t instance, const TickTransfers& t,
+                                    StreamView stream) {
+  const auto* g = static_cast<const HostTickGraph*>(graph);
+  FRAMESTAGE_EXPECTS(g != nullptr, misuse, "host backend: null tick graph");
+  FRAMESTAGE_EXPECTS(instance < g->instances, misuse, "host backend: tick graph instance ",
+                     instance, " of ", g->instances);
+  // The graph's order: readbacks gathered and copied back, then the upload copy and the scatter,
+  // then the captured work. (On a GPU the copy back may overlap the rest; it reads only
+  // readback staging, which nothing else touches.)
+  // Parts with nothing to do are skipped, as the CUDA backend disables their nodes.
+  const auto copy = [&](const CopyOp& c) {
+    if (c.bytes > 0) copy_async(c.dst, c.src, c.bytes, stream);
+  };
+  copy(t.readback_table);
+  if (t.gather_count > 0) gather_async(t.gather_table, t.gather_count, t.gather_staging, stream);
+  copy(t.readback_copy);
+  copy(t.upload_copy);
+  if (t.scatter_count > 0)
+    scatter_async(t.scatter_table, t.scatter_count, t.scatter_staging, stream);
+  for (const std::function<void()>& work : g->work)
+    launch_host_task(stream, work);
+}
+
+bool HostBackend::is_capturing(StreamView stream) {
+  std::lock_guard lock(state_->mutex);
+  return state_->stream(stream).captured != nullptr;
 }
 
 void HostBackend::launch_host_task(StreamView stream, std::function<void()> task) {

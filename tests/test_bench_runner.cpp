@@ -165,6 +165,16 @@ class DamagingBackend final : public Backend {
   void read_device(void* dst, const void* src, std::size_t bytes) override {
     host_.read_device(dst, src, bytes);
   }
+  GraphHandle create_tick_graph(std::size_t instances,
+                                const std::function<void(StreamView)>& work) override {
+    return host_.create_tick_graph(instances, work);
+  }
+  void destroy_tick_graph(GraphHandle graph) noexcept override { host_.destroy_tick_graph(graph); }
+  void launch_tick_graph(GraphHandle graph, std::size_t instance, const TickTransfers& transfers,
+                         StreamView stream) override {
+    host_.launch_tick_graph(graph, instance, transfers, stream);
+  }
+  bool is_capturing(StreamView stream) override { return host_.is_capturing(stream); }
 
  private:
   void flip(std::byte* byte, StreamView stream) {

@@ -444,6 +444,16 @@ class FailingCopies final : public Backend {
     inner.gather_async(t, n, staging, s);
   }
   void read_device(void* d, const void* s, std::size_t b) override { inner.read_device(d, s, b); }
+  GraphHandle create_tick_graph(std::size_t n,
+                                const std::function<void(StreamView)>& work) override {
+    return inner.create_tick_graph(n, work);
+  }
+  void destroy_tick_graph(GraphHandle g) noexcept override { inner.destroy_tick_graph(g); }
+  void launch_tick_graph(GraphHandle g, std::size_t i, const TickTransfers& t,
+                         StreamView s) override {
+    inner.launch_tick_graph(g, i, t, s);
+  }
+  bool is_capturing(StreamView s) override { return inner.is_capturing(s); }
 
   HostBackend inner;
 };

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -46,6 +47,23 @@ struct CopyOp {
   std::size_t bytes;
 };
 
+/// @brief What the fixed transfer nodes of a tick graph do on one launch (see
+/// Backend::create_tick_graph), in the order the graph runs them: the readbacks' descriptor table
+/// to the device, the gather, the gathered bytes back to pinned memory; the uploads' descriptors
+/// and payloads to the device, the scatter (after the gather). A copy of 0 bytes, or a table of 0
+/// entries, does nothing that launch.
+struct TickTransfers {
+  CopyOp readback_table{};                           ///< pinned -> device
+  const TransferDescriptor* gather_table = nullptr;  ///< device
+  std::size_t gather_count = 0;
+  std::byte* gather_staging = nullptr;                ///< device
+  CopyOp readback_copy{};                             ///< device -> pinned
+  CopyOp upload_copy{};                               ///< pinned -> device
+  const TransferDescriptor* scatter_table = nullptr;  ///< device or mapped pinned memory
+  std::size_t scatter_count = 0;
+  const std::byte* scatter_staging = nullptr;  ///< device or mapped pinned memory
+};
+
 /// @brief What a backend can tell of an address that its kernels and copies are to use.
 enum class AddressKind {
   device,     ///< device-accessible: device, managed or mapped pinned memory
@@ -65,6 +83,8 @@ struct AddressInfo {
 /// @brief Opaque backend handles (cudaStream_t / cudaEvent_t on the CUDA backend).
 using StreamHandle = void*;
 using EventHandle = void*;
+/// @brief Opaque handle of a tick graph (a cudaGraph_t and its executable instances on CUDA).
+using GraphHandle = void*;
 
 /// @brief Non-owning view of a stream, passed by value (like rmm's cuda_stream_view).
 using StreamView = detail::HandleView<detail::StreamTag>;
@@ -138,6 +158,23 @@ class Backend {
     static_cast<void>(ptr);
     return {};
   }
+  /// @brief A tick graph: the transfer nodes of TickTransfers, then what `work` enqueues on the
+  /// stream it is handed, captured once (a CUDA stream capture) and replayed by every
+  /// launch_tick_graph. `instances` executable copies keep their parameters apart, so a launch
+  /// that sets what the same instance had last time changes nothing in it.
+  /// @throws what `work` throws, after ending the capture; Error(misuse) if `work` broke the
+  ///         capture (it synchronised, allocated, or enqueued on a stream that is not captured
+  ///         and not joined to the capture), naming the error; Error(cuda) otherwise.
+  [[nodiscard]] virtual GraphHandle create_tick_graph(
+      std::size_t instances, const std::function<void(StreamView)>& work) = 0;
+  /// Launches in flight still run to the end.
+  virtual void destroy_tick_graph(GraphHandle graph) noexcept = 0;
+  /// @brief Sets the transfer nodes of instance `instance` (< instances) to `transfers`, then
+  /// launches it on `stream`, in stream order.
+  virtual void launch_tick_graph(GraphHandle graph, std::size_t instance,
+                                 const TickTransfers& transfers, StreamView stream) = 0;
+  /// @brief True while `stream` is being captured into a graph.
+  [[nodiscard]] virtual bool is_capturing(StreamView stream) = 0;
   /// @brief Synchronous device-to-host read for checks and tests; never on a hot path. It does
   /// not wait for work on the backend's streams: wait for the frame (or stream) first.
   virtual void read_device(void* host_dst, const void* device_src, std::size_t bytes) = 0;

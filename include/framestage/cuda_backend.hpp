@@ -105,6 +105,22 @@ class CudaBackend final : public Backend {
                     StreamView stream) override;
   void read_device(void* host_dst, const void* device_src, std::size_t bytes) override;
 
+  /// @brief A CUDA graph: memcpy and kernel nodes for TickTransfers (readback table, gather,
+  /// copy back; upload copy, scatter after the gather), then a child graph of what `work`
+  /// enqueued on a thread-locally captured stream, after the scatter; `instances` executable
+  /// graphs of it. The work must not allocate or free memory in stream order (child graphs
+  /// cannot hold such nodes).
+  [[nodiscard]] GraphHandle create_tick_graph(std::size_t instances,
+                                              const std::function<void(StreamView)>& work) override;
+  void destroy_tick_graph(GraphHandle graph) noexcept override;
+  /// Sets only the nodes whose parameters differ from the instance's last launch
+  /// (cudaGraphExecMemcpyNodeSetParams1D, cudaGraphExecKernelNodeSetParams), disables the ones
+  /// with nothing to do (cudaGraphNodeSetEnabled), then cudaGraphLaunch.
+  void launch_tick_graph(GraphHandle graph, std::size_t instance, const TickTransfers& transfers,
+                         StreamView stream) override;
+  /// @brief cudaStreamIsCapturing.
+  [[nodiscard]] bool is_capturing(StreamView stream) override;
+
  private:
   int device_;
   int sm_count_ = 0;

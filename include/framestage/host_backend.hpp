@@ -65,6 +65,17 @@ class HostBackend final : public Backend {
                     StreamView stream) override;
   void read_device(void* host_dst, const void* device_src, std::size_t bytes) override;
 
+  /// Emulates capture: what `work` enqueues on the stream it is handed is kept, not run, and
+  /// every launch enqueues the transfers and then a copy of each kept operation, as a graph
+  /// replays its nodes. Event records and waits on that stream, and synchronizing it, are
+  /// Error(misuse), as a CUDA capture refuses what it cannot capture.
+  [[nodiscard]] GraphHandle create_tick_graph(std::size_t instances,
+                                              const std::function<void(StreamView)>& work) override;
+  void destroy_tick_graph(GraphHandle graph) noexcept override;
+  void launch_tick_graph(GraphHandle graph, std::size_t instance, const TickTransfers& transfers,
+                         StreamView stream) override;
+  [[nodiscard]] bool is_capturing(StreamView stream) override;
+
   /// @brief Enqueues a host function as if it were a kernel launched on `stream`.
   void launch_host_task(StreamView stream, std::function<void()> task);
   /// @brief Stops (true) or resumes (false) all progress of enqueued work.

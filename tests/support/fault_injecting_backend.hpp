@@ -45,8 +45,11 @@ enum class FaultSite : std::uint8_t {
   scatter_launch,
   gather_launch,
   device_read,
+  capture_query,
+  graph_capture,
+  graph_launch,
 };
-inline constexpr std::size_t kFaultSiteCount = 15;
+inline constexpr std::size_t kFaultSiteCount = 18;
 inline constexpr std::array<FaultSite, kFaultSiteCount> kFaultSites{
     FaultSite::pinned_allocation,
     FaultSite::device_allocation,
@@ -63,6 +66,9 @@ inline constexpr std::array<FaultSite, kFaultSiteCount> kFaultSites{
     FaultSite::scatter_launch,
     FaultSite::gather_launch,
     FaultSite::device_read,
+    FaultSite::capture_query,
+    FaultSite::graph_capture,
+    FaultSite::graph_launch,
 };
 
 /// @brief Short name of a site ("device_allocation", ...), for test names and messages.
@@ -71,7 +77,8 @@ inline std::string_view to_string(FaultSite site) noexcept {
       "pinned_allocation", "device_allocation",  "mapped_address", "stream_creation",
       "event_creation",    "event_record",       "stream_wait",    "event_query",
       "event_wait",        "stream_synchronize", "copy",           "batch_copy",
-      "scatter_launch",    "gather_launch",      "device_read"};
+      "scatter_launch",    "gather_launch",      "device_read",    "capture_query",
+      "graph_capture",     "graph_launch"};
   return kNames[static_cast<std::size_t>(site)];
 }
 
@@ -82,12 +89,24 @@ inline void PrintTo(FaultSite site, std::ostream* out) {
 
 /// @brief The CUDA runtime call each site stands for, so messages read like real failures.
 inline std::string_view cuda_call_of(FaultSite site) noexcept {
-  constexpr std::array<std::string_view, kFaultSiteCount> kCalls{
-      "cudaHostAlloc",         "cudaMalloc",           "cudaHostGetDevicePointer",
-      "cudaStreamCreate",      "cudaEventCreate",      "cudaEventRecord",
-      "cudaStreamWaitEvent",   "cudaEventQuery",       "cudaEventSynchronize",
-      "cudaStreamSynchronize", "cudaMemcpyAsync",      "cudaMemcpyBatchAsync",
-      "scatter kernel launch", "gather kernel launch", "cudaMemcpy"};
+  constexpr std::array<std::string_view, kFaultSiteCount> kCalls{"cudaHostAlloc",
+                                                                 "cudaMalloc",
+                                                                 "cudaHostGetDevicePointer",
+                                                                 "cudaStreamCreate",
+                                                                 "cudaEventCreate",
+                                                                 "cudaEventRecord",
+                                                                 "cudaStreamWaitEvent",
+                                                                 "cudaEventQuery",
+                                                                 "cudaEventSynchronize",
+                                                                 "cudaStreamSynchronize",
+                                                                 "cudaMemcpyAsync",
+                                                                 "cudaMemcpyBatchAsync",
+                                                                 "scatter kernel launch",
+                                                                 "gather kernel launch",
+                                                                 "cudaMemcpy",
+                                                                 "cudaStreamIsCapturing",
+                                                                 "cudaStreamBeginCapture",
+                                                                 "cudaGraphLaunch"};
   return kCalls[static_cast<std::size_t>(site)];
 }
 
@@ -270,9 +289,30 @@ class FaultInjectingBackend final : public Backend {
     fault(FaultSite::device_read);
     inner_->read_device(host_dst, device_src, bytes);
   }
+  [[nodiscard]] GraphHandle create_tick_graph(
+      std::size_t instances, const std::function<void(StreamView)>& work) override {
+    fault(FaultSite::graph_capture);
+    return inner_->create_tick_graph(instances, work);
+  }
+  void destroy_tick_graph(GraphHandle graph) noexcept override {
+    inner_->destroy_tick_graph(graph);
+  }
+  void launch_tick_graph(GraphHandle graph, std::size_t instance, const TickTransfers& transfers,
+                         StreamView stream) override {
+    fault(FaultSite::graph_launch);
+    inner_->launch_tick_graph(graph, instance, transfers, stream);
+  }
+  [[nodiscard]] bool is_capturing(StreamView stream) override {
+    fault(FaultSite::capture_query);
+    return capturing_.load() || inner_->is_capturing(stream);
+  }
+  /// @brief Reports every stream as under capture, as after a user's cudaStreamBeginCapture on
+  /// the consumer stream.
+  void emulate_capture(bool on) { capturing_.store(on); }
 
  private:
   static constexpr std::size_t kNoBudget = std::numeric_limits<std::size_t>::max();
+  std::atomic<bool> capturing_{false};
 
   // Counts the call; throws if it is the armed one or a sticky error is set. Returns false
   // where the call should report a time-out instead (event_wait in FaultMode::time_out).
