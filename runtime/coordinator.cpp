@@ -14,6 +14,7 @@
 #include <array>
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -73,6 +74,14 @@ struct Coordinator::Impl {
     if (state.failed()) scheduler.owner_failed();
   }
 
+  // A tick graph holds one copy and one scatter: every upload is scattered, in one chunk.
+  static Config tick_config(Config c) {
+    c.direct_copy_threshold_bytes = std::numeric_limits<std::size_t>::max();
+    c.pipeline_chunk_bytes = std::numeric_limits<std::size_t>::max();
+    if (c.strategy == UploadStrategy::direct) c.strategy = UploadStrategy::automatic;
+    return c;
+  }
+
   static std::vector<SlotArenas> make_slots(const Config& cfg, Backend& b) {
     std::vector<SlotArenas> out(cfg.buffering);
     for (auto& s : out) {
@@ -111,7 +120,18 @@ struct Coordinator::Impl {
   SlotArenas& current() { return slots[frames.slot]; }
 
   void begin(bool opened_by_upload);
-  FrameTicket end();
+  /// Ends the open frame; with a tick graph, as one launch of it.
+  FrameTicket end(GraphHandle tick = nullptr);
+
+  // A frame's transfers cannot live in a user's graph: refuse a consumer stream under capture
+  // before anything changes.
+  void expect_consumer_not_captured(const char* call) const {
+    FRAMESTAGE_EXPECTS(!backend->is_capturing(scheduler.consumer_stream()), misuse, call,
+                       ": the consumer stream is being captured into a graph; a frame's "
+                       "transfers change every frame and cannot be captured as they are: "
+                       "capture the tick with capture_tick() and run it with end_frame(tick), "
+                       "or end the capture first");
+  }
 
   // upload's checks, before anything is reserved (and before a one-off frame opens, so that
   // misuse opens none): false when there is nothing to deliver.
@@ -161,6 +181,7 @@ struct Coordinator::Impl {
   Backend* backend;
   std::vector<SlotArenas> slots;  // declared before the scheduler: freed after it has drained
   TransferPlanner planner;
+  TransferPlanner tick_planner{tick_config(config)};  // frames run by a tick graph
   Scheduler scheduler;
   std::unique_ptr<detail::ReadbackSlot[]> readback_slots;  // what Readback handles point at
   detail::DeviceAddressCheck addresses{*backend};          // host pointers where device ones belong
@@ -184,6 +205,7 @@ void Coordinator::Impl::begin(bool opened_by_upload) {
   const std::uint32_t slot = frames.next_slot(slots.size());
   SlotArenas& s = slots[slot];
   state.guarded([&] {
+    expect_consumer_not_captured(opened_by_upload ? "upload between frames" : "begin_frame");
     // The user has enqueued the last frame's kernels by now: mark where its readers end. A
     // one-off frame marks only the slot it takes: kernels that read the last frame may follow.
     const auto mark = [&](std::uint32_t last) { scheduler.retire(last); };
@@ -247,7 +269,29 @@ FrameTicket Coordinator::end_frame() {
   return impl_->end();
 }
 
-FrameTicket Coordinator::Impl::end() {
+TickGraph Coordinator::capture_tick(const std::function<void(StreamView)>& work) {
+  Impl& m = *impl_;
+  m.state.expect_between_frames("capture_tick inside frame ", m.frames.frame,
+                                ": call it between frames");
+  FRAMESTAGE_EXPECTS(static_cast<bool>(work), misuse, "capture_tick: empty work function");
+  const GraphHandle graph =
+      m.state.guarded([&] { return m.backend->create_tick_graph(m.config.buffering, work); });
+  return TickGraph(*m.backend, graph, this);
+}
+
+FrameTicket Coordinator::end_frame(TickGraph& tick) {
+  FRAMESTAGE_EXPECTS(tick.valid(), misuse,
+                     "end_frame(tick): the tick graph is empty (default-constructed or moved "
+                     "from); make one with capture_tick()");
+  FRAMESTAGE_EXPECTS(tick.owner_ == this, misuse,
+                     "end_frame(tick): the tick graph was captured by another coordinator; "
+                     "capture one with this coordinator's capture_tick()");
+  FrameTicket ticket = impl_->end(tick.graph_);
+  ++tick.launches_;
+  return ticket;
+}
+
+FrameTicket Coordinator::Impl::end(GraphHandle tick) {
   frames.expect_frame_open();
   SlotArenas& s = current();
   const std::uint32_t slot = frames.slot;
@@ -256,11 +300,19 @@ FrameTicket Coordinator::Impl::end() {
   const ReadbackPlan* readbacks = nullptr;
   const TransferPlan& plan = state.guarded([&]() -> const TransferPlan& {
     const NvtxRange range("framestage::end_frame");
+    expect_consumer_not_captured("end_frame");
     staged_calls = frames.staged.calls();
     s.uploads->pad_unused();
     s.readbacks->pad_unused();
     const PlannerInput input{s.arena.get(), s.uploads.get(), frames.staged.all(),
                              large_uploads.load(std::memory_order_relaxed)};
+    if (tick != nullptr) {
+      const NvtxRange planning("framestage::plan");
+      const TransferPlan& p = tick_planner.plan(input);
+      readbacks = &tick_planner.plan_readbacks(*s.readbacks);
+      scheduler.submit_tick(slot, frame, p, *readbacks, tick);
+      return p;
+    }
     // Where it can, the payload is on the wire while the descriptors are still being checked.
     // Readbacks go after planning (which may throw and leave the frame open), and their gathers
     // before the frame's scatters on the consumer stream.
@@ -300,6 +352,7 @@ FrameTicket Coordinator::Impl::end() {
   f.arena_capacity_bytes = frame_start_capacity;
   f.arena_overflowed = s.arena->overflowed();
   f.opened_by_upload = one_off;
+  f.tick_graph = tick != nullptr;
   stats.add(f);
   refresh_slot_stats();
 

@@ -1,6 +1,7 @@
 #include <framestage/detail/expects.hpp>
 #include <framestage/scheduler.hpp>
 
+#include <algorithm>
 #include <cstdio>
 
 namespace framestage {
@@ -148,6 +149,72 @@ void Scheduler::submit_readbacks(std::uint32_t slot, const ReadbackPlan& plan) {
     backend_->copy_async(chunk.back.dst, chunk.back.src, chunk.back.bytes, back);
   }
   backend_->record_event(s.readback_done.native(), back);
+}
+
+void Scheduler::submit_tick(std::uint32_t slot, std::uint64_t frame, const TransferPlan& plan,
+                            const ReadbackPlan& readbacks, GraphHandle graph) {
+  Slot& s = slots_.at(slot);
+  TickTransfers transfers;
+  TransferPlan& residue = tick_residue_;
+  residue.clear();
+  // The graph holds the first scatter if it reads what at most the first staging copy delivers:
+  // the main upload block in one chunk (or in place, zero-copy).
+  std::size_t held_copies = 0;
+  std::size_t held_scatters = 0;
+  if (!plan.scatters.empty() && plan.scatters.front().after_copies <= 1) {
+    const ScatterOp& op = plan.scatters.front();
+    held_copies = op.after_copies;
+    if (held_copies == 1) transfers.upload_copy = plan.staging_copies.front();
+    transfers.scatter_table = op.table;
+    transfers.scatter_count = op.count;
+    transfers.scatter_staging = op.staging;
+    held_scatters = 1;
+  }
+  residue.staging_copies.assign(plan.staging_copies.begin() + held_copies,
+                                plan.staging_copies.end());
+  for (std::size_t i = held_scatters; i < plan.scatters.size(); ++i) {
+    ScatterOp op = plan.scatters[i];
+    op.after_copies -= std::min(op.after_copies, held_copies);
+    residue.scatters.push_back(op);
+  }
+  residue.direct_copies = plan.direct_copies;
+  residue.ordered_copies = plan.ordered_copies;
+  const bool residue_writes = !residue.scatters.empty() || !residue.direct_copies.empty() ||
+                              !residue.ordered_copies.empty();
+
+  // The main readback block joins the graph unless uploads land before the launch.
+  ReadbackPlan& readback_residue = tick_readback_residue_;
+  readback_residue.clear();
+  std::size_t held_chunks = 0;
+  if (!residue_writes && !readbacks.chunks.empty() &&
+      readbacks.chunks.front().device_copies_end == 0) {
+    const ReadbackChunk& chunk = readbacks.chunks.front();
+    transfers.readback_table = chunk.table;
+    transfers.gather_table = chunk.gather.table;
+    transfers.gather_count = chunk.gather.count;
+    transfers.gather_staging = chunk.gather.staging;
+    transfers.readback_copy = chunk.back;
+    held_chunks = 1;
+  }
+  readback_residue.chunks.assign(readbacks.chunks.begin() + held_chunks, readbacks.chunks.end());
+  readback_residue.device_copies = readbacks.device_copies;
+  if (!readback_residue.chunks.empty()) readback_residue.regions = readbacks.regions;
+
+  submit_readbacks(slot, readback_residue);
+  if (!residue.staging_copies.empty() || residue_writes) {
+    submit(slot, frame, residue);
+  } else {
+    s.frame = frame;
+  }
+  const bool reads_back = held_chunks == 1;
+  // Readbacks before the launch finish on the readback stream; the slot's readback event, recorded
+  // after the launch, must cover them too.
+  if (reads_back && readback_residue.regions > 0)
+    backend_->stream_wait_event(consumer_, s.readback_done.native());
+  backend_->launch_tick_graph(graph, slot, transfers, consumer_);
+  backend_->record_event(s.ready.native(), consumer_);
+  s.writes_on_consumer = true;
+  if (reads_back) backend_->record_event(s.readback_done.native(), consumer_);
 }
 
 EventView Scheduler::readback_event(std::uint32_t slot) const {

@@ -29,6 +29,7 @@ nlohmann::ordered_json frame_json(const FrameStats& f) {
       {"arena_capacity_bytes", f.arena_capacity_bytes},
       {"arena_overflowed", f.arena_overflowed},
       {"opened_by_upload", f.opened_by_upload},
+      {"tick_graph", f.tick_graph},
   };
 }
 
@@ -37,6 +38,7 @@ nlohmann::ordered_json frame_json(const FrameStats& f) {
 void CoordinatorStats::add(const FrameStats& f) {
   ++frames;
   frames_opened_by_upload += f.opened_by_upload ? 1 : 0;
+  tick_graph_frames += f.tick_graph ? 1 : 0;
   uploads += f.uploads;
   superseded_uploads += f.superseded_uploads;
   merged_overlaps += f.merged_overlaps;
@@ -60,6 +62,7 @@ std::string CoordinatorStats::to_json() const {
   const nlohmann::ordered_json j = {
       {"frames", frames},
       {"frames_opened_by_upload", frames_opened_by_upload},
+      {"tick_graph_frames", tick_graph_frames},
       {"uploads", uploads},
       {"superseded_uploads", superseded_uploads},
       {"merged_overlaps", merged_overlaps},

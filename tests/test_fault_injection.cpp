@@ -55,20 +55,22 @@ enum class Step {
   ticket_wait,
   readback_wait,
   set_consumer_stream,
-  synchronize
+  synchronize,
+  capture_tick
 };
 
 std::string to_string(Step step) {
-  constexpr std::array<const char*, 8> kNames{
-      "constructor", "begin_frame",   "a call inside the frame", "end_frame",
-      "ticket wait", "readback wait", "set_consumer_stream",     "synchronize"};
+  constexpr std::array<const char*, 9> kNames{
+      "constructor",         "begin_frame", "a call inside the frame",
+      "end_frame",           "ticket wait", "readback wait",
+      "set_consumer_stream", "synchronize", "capture_tick"};
   return kNames[static_cast<std::size_t>(step)];
 }
 
 // An owner call of the coordinator itself (not a ticket or a readback).
 bool owner_call(Step step) {
   return step == Step::begin_frame || step == Step::end_frame || step == Step::synchronize ||
-         step == Step::set_consumer_stream;
+         step == Step::set_consumer_stream || step == Step::capture_tick;
 }
 
 struct Observed {
@@ -106,7 +108,8 @@ Config workload_config(Shape shape) {
   return c;
 }
 
-/// Five frames on `faulty`, each verified against a host reference once it has landed. It keeps
+/// Five frames on `faulty`, each verified against a host reference once it has landed; frames 2
+/// and 5 end as a tick graph's launch (captured after construction). It keeps
 /// going after a recoverable error (skipping the call that failed, or retrying it once) and
 /// stops when the coordinator has failed. It never throws.
 class FaultWorkload {
@@ -124,6 +127,13 @@ class FaultWorkload {
   void run() {
     if (!attempt(Step::construct, [&] {
           coordinator_ = std::make_unique<Coordinator>(workload_config(shape_), faulty_);
+        })) {
+      return;
+    }
+    if (!retried(Step::capture_tick, [&] {
+          tick_ = coordinator_->capture_tick([this](StreamView stream) {
+            inner_.launch_host_task(stream, [this] { ++tick_work_runs_; });
+          });
         })) {
       return;
     }
@@ -248,7 +258,10 @@ class FaultWorkload {
     read_back((40 << 10) + 7, 6 << 10);  // a direct readback
 
     FrameTicket ticket;
-    if (!retried(Step::end_frame, [&] { ticket = c.end_frame(); })) return false;
+    const bool as_tick = f == 2 || f == 5;
+    if (!retried(Step::end_frame, [&] { ticket = as_tick ? c.end_frame(tick_) : c.end_frame(); })) {
+      return false;
+    }
     (void)attempt(Step::ticket_wait, [&] { (void)ticket.ready(); });
     if (!retried(Step::ticket_wait, [&] { ticket.wait(std::chrono::milliseconds{100}); })) {
       return false;
@@ -268,6 +281,10 @@ class FaultWorkload {
       if (!retried(Step::readback_wait, [&] { values = b.readback.get(); })) return false;
       (void)attempt(Step::readback_wait, [&] { (void)b.readback.ready(); });
       compare("readback", std::vector<std::byte>(values.begin(), values.end()), b.want);
+    }
+    if (as_tick && tick_work_runs_ != tick_.launches()) {
+      mismatches_.push_back("the tick graph's work ran " + std::to_string(tick_work_runs_) +
+                            " times in " + std::to_string(tick_.launches()) + " launches");
     }
     ++frames_verified_;
 
@@ -303,6 +320,8 @@ class FaultWorkload {
   DeviceBuffer<std::byte> destination_;
   std::vector<std::byte> expected_;
   Stream user_stream_;                        // outlives the coordinator, which may use it
+  TickGraph tick_;                            // frames 2 and 5
+  std::uint64_t tick_work_runs_ = 0;          // what the graph's work counts, as it runs
   std::unique_ptr<Coordinator> coordinator_;  // destroyed first
   std::vector<Observed> errors_;
   std::string failing_message_;

@@ -9,10 +9,12 @@
 #include <framestage/frame_span.hpp>
 #include <framestage/readback.hpp>
 #include <framestage/stats.hpp>
+#include <framestage/tick_graph.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <type_traits>
@@ -87,7 +89,8 @@ class Coordinator : public detail::StagingFront {
   Coordinator& operator=(const Coordinator&) = delete;
 
   /// @brief Opens the next frame in the next slot, waiting until that slot is free.
-  /// @throws Error(misuse) if a frame is open; Error(timeout) if the slot stays busy past
+  /// @throws Error(misuse) if a frame is open or the consumer stream is being captured;
+  /// Error(timeout) if the slot stays busy past
   ///         slot_timeout_ms; Error(out_of_memory) if a grown arena cannot be allocated.
   void begin_frame();
 
@@ -193,8 +196,44 @@ class Coordinator : public detail::StagingFront {
   /// @brief Plans and enqueues the frame's transfers and closes the frame.
   /// Partially overlapping uploads are combined in frame-arena space, or, when the arena has no
   /// room left, copied one after another in issue order: a full arena never stops a frame.
-  /// @throws Error(misuse) without an open frame; Error(cuda).
+  /// A frame's transfers cannot be captured into a graph as they are (their addresses and
+  /// sizes change every frame): begin_frame() and end_frame() refuse a consumer stream under
+  /// capture, and capture_tick() is the way to run a tick as one graph.
+  /// @throws Error(misuse) without an open frame, or while the consumer stream is being
+  ///         captured; Error(cuda).
   [[nodiscard]] FrameTicket end_frame();
+
+  /// @brief Captures a tick, once, for end_frame(TickGraph&) to replay every frame: `work` is
+  /// called now, on this thread, with a stream to enqueue the tick's kernels on; what it
+  /// enqueues there is captured, not run, and each replay runs it after that frame's transfers.
+  ///
+  /// The captured work's arguments are fixed: its kernels read and write persistent device
+  /// memory (DeviceBuffer, upload destinations), not device_ptr() of a frame's mirror, which
+  /// moves with the slot. Between frames only; a graph belongs to the coordinator that made it.
+  /// Cost: a capture and `buffering` graph instantiations, once.
+  /// @throws Error(misuse) inside a frame, for an empty `work`, or if `work` broke the capture
+  ///         (synchronised, allocated, or enqueued on a stream that is not captured; the
+  ///         message names the CUDA error); what `work` throws (nothing is captured then);
+  ///         Error(cuda), which leaves the coordinator failed.
+  [[nodiscard]] TickGraph capture_tick(const std::function<void(StreamView)>& work);
+
+  /// @brief end_frame(), with the frame's transfers and the captured work of `tick` run as one
+  /// graph launch on the consumer stream: the readbacks' table, gather and copy back, the
+  /// uploads' copy and scatter, then the work. The host pays one cudaGraphLaunch plus a node
+  /// update for each transfer whose address or size differs from the last frame in this slot.
+  ///
+  /// Every frame still arrives whole and byte for byte as end_frame() delivers it: uploads of
+  /// any size go through the staging copy and the scatter (no direct copies; the upload arena
+  /// must hold them). What the graph's fixed nodes cannot hold, namely mirror copies
+  /// (stage_for_upload), overflow blocks (OverflowPolicy::grow) and partial overlaps combined
+  /// on the host, is enqueued before the launch as end_frame() would, at its usual cost, and
+  /// then the frame's readbacks go before it too.
+  /// **Ordering:** as end_frame(): readbacks read after the work enqueued on the consumer
+  /// stream before this call and before the frame's uploads land; the captured work runs after
+  /// them. The ticket completes when the whole launch, captured work included, has run.
+  /// @throws Error(misuse) without an open frame, for an empty `tick` or one captured by another
+  ///         coordinator, or while the consumer stream is being captured; Error(cuda).
+  [[nodiscard]] FrameTicket end_frame(TickGraph& tick);
 
   /// @brief Blocks until every frame submitted so far has arrived and its readers have run.
   void synchronize();

@@ -15,4 +15,5 @@
 #include <framestage/scheduler.hpp>
 #include <framestage/stats.hpp>
 #include <framestage/stream_copy.hpp>
+#include <framestage/tick_graph.hpp>
 #include <framestage/transfer_planner.hpp>

@@ -58,6 +58,15 @@ class Scheduler {
   void submit_consumers(std::uint32_t slot, const TransferPlan& plan);
   /// @brief Enqueues a frame's readbacks (see the class comment); nothing for an empty plan.
   void submit_readbacks(std::uint32_t slot, const ReadbackPlan& plan);
+  /// @brief Enqueues a frame planned for a tick graph: `graph`'s instance `slot` runs the main
+  /// upload block's copy (none under zero-copy) and scatter and the main readback block's table,
+  /// gather and copy back, in one launch on the consumer stream, followed by the slot's ready
+  /// event. What its fixed nodes cannot hold (mirror copies, overflow blocks, combined or
+  /// ordered overlap copies, pipelined chunks) is enqueued before the launch as submit() and
+  /// submit_readbacks() would, and then every readback goes before it too, so a frame's
+  /// readbacks still read what was there before its uploads.
+  void submit_tick(std::uint32_t slot, std::uint64_t frame, const TransferPlan& plan,
+                   const ReadbackPlan& readbacks, GraphHandle graph);
   /// @brief Completes when the slot's last readbacks are in pinned memory.
   [[nodiscard]] EventView readback_event(std::uint32_t slot) const;
   /// @brief Blocks until all work enqueued so far, on every stream, has run.
@@ -104,6 +113,9 @@ class Scheduler {
   StreamView consumer_;
   Event handover_;  // orders a new consumer stream after the old one
   bool owner_failed_ = false;
+  // submit_tick's scratch: what a frame enqueues besides its tick graph's launch.
+  TransferPlan tick_residue_;
+  ReadbackPlan tick_readback_residue_;
 };
 
 }  // namespace framestage

@@ -34,12 +34,14 @@ struct FrameStats {
   std::size_t arena_capacity_bytes = 0;  ///< the slot's arena capacity at the frame's start
   bool arena_overflowed = false;         ///< the frame needed overflow blocks (grow policy)
   bool opened_by_upload = false;  ///< a one-off frame: an upload between frames opened and ended it
+  bool tick_graph = false;        ///< ended by end_frame(TickGraph&): run as one graph launch
 };
 
 /// @brief Totals since construction, the last frame, and each slot's arena.
 struct CoordinatorStats {
   std::uint64_t frames = 0;                   ///< every frame ended, one-off frames included
   std::uint64_t frames_opened_by_upload = 0;  ///< one-off frames: uploads between frames
+  std::uint64_t tick_graph_frames = 0;        ///< frames run as a tick graph's launch
   std::size_t uploads = 0;
   std::size_t superseded_uploads = 0;
   std::size_t merged_overlaps = 0;

@@ -28,6 +28,7 @@
 #include <framestage/coordinator.hpp>
 #include <framestage/device_buffer.hpp>
 #include <framestage/error.hpp>
+#include <framestage/tick_graph.hpp>
 
 #include "soak.hpp"  // fill_from_seed, SoakThreads, DeviceWriter
 
@@ -112,6 +113,7 @@ struct CheckerFigures {
   std::uint64_t largest_upload = 0;  ///< one upload call
   std::array<std::uint64_t, 7> theme_frames{};
   std::array<std::uint64_t, 4> strategy_frames{};
+  std::uint64_t tick_frames = 0;  ///< run as a tick graph's launch (end_frame(TickGraph&))
   double seconds = 0;
 
   void print(const char* label) const {
@@ -133,7 +135,7 @@ struct CheckerFigures {
     for (std::size_t i = 0; i < strategy_frames.size(); ++i)
       std::printf(" %s %llu", std::string(to_string(static_cast<UploadStrategy>(i))).c_str(),
                   static_cast<unsigned long long>(strategy_frames[i]));
-    std::printf("\n");
+    std::printf("; as a tick graph %llu\n", static_cast<unsigned long long>(tick_frames));
   }
 };
 
@@ -176,12 +178,13 @@ class FrameChecker {
       }
       // The time it starts at tells, in a log cut short, which epochs took the time.
       std::printf(
-          "[ epoch    ] %llu: frames %llu-%llu, %s, strategy %s, buffering %u, %s, at %.1f s\n",
+          "[ epoch    ] %llu: frames %llu-%llu, %s, strategy %s, buffering %u, %s%s, at %.1f s\n",
           static_cast<unsigned long long>(epoch), static_cast<unsigned long long>(frame),
           static_cast<unsigned long long>(frame + count - 1),
           kCheckerThemeNames[static_cast<std::size_t>(theme)],
           std::string(to_string(config.strategy)).c_str(), config.buffering,
-          std::string(to_string(config.overflow)).c_str(), elapsed());
+          std::string(to_string(config.overflow)).c_str(),
+          runs_as_tick(epoch, theme) ? ", tick graph" : "", elapsed());
       std::fflush(stdout);  // a hung epoch is the last one printed, even into a file
       run_epoch(epoch, theme, config, frame, count, threads);
       frame += count;
@@ -230,6 +233,27 @@ class FrameChecker {
     if (high <= low) return low;
     std::uniform_real_distribution<double> d(std::log(double(low)), std::log(double(high) + 1));
     return std::clamp<std::size_t>(std::size_t(std::exp(d(rng))), low, high);
+  }
+
+  // A third of the epochs end their frames with end_frame(TickGraph&), drawn apart from every
+  // other draw so that frame numbers and their contents stay as they were. Direct-batch and
+  // split-upload epochs never do: a tick graph sends no direct copies, and they exist to.
+  bool runs_as_tick(std::uint64_t epoch, CheckerTheme theme) const {
+    return theme != CheckerTheme::direct_batch && theme != CheckerTheme::split_upload &&
+           mix(options_.seed ^ 0x71c6, epoch) % 3 == 0;
+  }
+
+  // A tick epoch's graph captures one copy of a probe region of the destination into a buffer
+  // of its own: after each frame it must hold the region with that frame's uploads applied.
+  TickGraph capture_probe(Coordinator& c, std::uint64_t epoch) {
+    std::mt19937_64 rng(mix(options_.seed ^ 0x9b0e, epoch));
+    probe_bytes_ = std::min<std::size_t>(options_.world_bytes, 1 + rng() % 65536);
+    probe_offset_ = rng() % (options_.world_bytes - probe_bytes_ + 1);
+    probe_ = std::make_unique<DeviceBuffer<std::byte>>(backend_, probe_bytes_);
+    return c.capture_tick([this, dst = probe_->data(), src = world_->data() + probe_offset_,
+                           bytes = probe_bytes_](StreamView stream) {
+      backend_.copy_async(dst, src, bytes, stream);
+    });
   }
 
   // Every fourth epoch takes the next boundary theme; the 2-GiB upload comes once, early.
@@ -488,8 +512,11 @@ class FrameChecker {
     std::deque<Pending> pending;
     dirty_.clear();
     dirty_bytes_ = 0;
+    probe_ran_ = false;
     try {
       Coordinator c(config, backend_);
+      TickGraph tick;
+      if (runs_as_tick(epoch, theme)) tick = capture_probe(c, epoch);
       std::vector<std::vector<std::byte>> scratch(options_.max_threads);
       for (std::uint64_t g = first; g < first + count && !stopped(); ++g) {
         if (options_.replay_frame && g != *options_.replay_frame) continue;
@@ -536,7 +563,9 @@ class FrameChecker {
         p.frame = k;
         p.drawn = g;
         last_drawn_ = g;
-        p.ticket = c.end_frame();
+        p.ticket = tick.valid() ? c.end_frame(tick) : c.end_frame();
+        probe_ran_ = tick.valid();
+        figures_.tick_frames += tick.valid() ? 1 : 0;
         std::uint64_t frame_items = 0;
         std::uint64_t frame_bytes = 0;
         for (unsigned t = 0; t < thread_count; ++t) {
@@ -578,6 +607,7 @@ class FrameChecker {
     } catch (const Error& e) {
       fail("epoch " + std::to_string(epoch) + ": " + e.what());
     }
+    probe_.reset();
   }
 
   void drain(Coordinator& c, std::deque<Pending>& pending) {
@@ -610,6 +640,12 @@ class FrameChecker {
     }
     dirty_.clear();
     dirty_bytes_ = 0;
+    if (probe_ran_) {
+      std::vector<std::byte> got(probe_bytes_);
+      backend_.read_device(got.data(), probe_->data(), got.size());
+      compare(got, std::span<const std::byte>(model_).subspan(probe_offset_, probe_bytes_),
+              "the tick graph's captured copy, after the last frame", last_drawn_, probe_offset_);
+    }
   }
 
   void check_pending(const Coordinator& c, Pending& p) {
@@ -656,6 +692,10 @@ class FrameChecker {
   std::uint64_t last_drawn_ = 0;                            // the newest frame drawn, for messages
   std::vector<std::pair<std::size_t, std::size_t>> dirty_;  // [begin, end) written, undrained
   std::size_t dirty_bytes_ = 0;
+  std::unique_ptr<DeviceBuffer<std::byte>> probe_;  // a tick epoch's captured copy lands here
+  std::size_t probe_offset_ = 0;
+  std::size_t probe_bytes_ = 0;
+  bool probe_ran_ = false;  // a tick graph ran since the epoch began
   CheckerFigures figures_;
   std::uint64_t failures_ = 0;
 };
