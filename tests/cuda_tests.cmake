@@ -16,6 +16,7 @@ set(framestage_cuda_tests
   test_cuda_soak
   test_cuda_frame_checker
   test_cuda_device_address_check
+  test_cuda_tick_graph
 )
 #
 # C++20 for nvcc is given as a flag, as the top-level CMakeLists.txt does (framestage_cuda_flags):
