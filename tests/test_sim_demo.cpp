@@ -115,6 +115,22 @@ TEST_P(SimLoops, FramestageMatchesNaiveBitForBit) {
   EXPECT_TRUE(problems.empty()) << joined(problems);
 }
 
+// The tick as one graph launch (capture_tick, end_frame(TickGraph&)), with the step in several
+// kernels: the same results as the naive loop, bit for bit, and one launch a tick.
+TEST_P(SimLoops, GraphMatchesNaiveBitForBit) {
+  SimShape shape = shape_;
+  shape.step_launches = 5;
+  const auto kernels = make_kernels(*backend_, shape);
+  const RunOutput naive = run_naive(*backend_, *kernels, shape);
+  const RunOutput graphed =
+      run_framestage(*backend_, *kernels, shape, GetParam().buffering, TickLaunch::graph);
+  const auto problems = compare(graphed.result, naive.result, shape, kSameKernels);
+  EXPECT_TRUE(problems.empty()) << joined(problems);
+  EXPECT_EQ(graphed.stats.tick_graph_frames, shape.ticks);
+  EXPECT_EQ(graphed.stats.uploads, shape.ticks * (shape.heater_updates + 2));
+  EXPECT_EQ(graphed.stats.mirror_bytes, 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, SimLoops,
                          ::testing::Values(Mode{Device::host, 3}, Mode{Device::host, 1},
                                            Mode{Device::host_deferred, 3},

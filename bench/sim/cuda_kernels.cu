@@ -22,10 +22,10 @@ cudaStream_t native(StreamView stream) {
 
 constexpr dim3 kStepBlock{32, 8};
 
-__global__ void step_kernel(StepBuffers b, std::uint32_t n) {
+__global__ void step_kernel(StepBuffers b, std::uint32_t n, RowBand rows) {
   const std::uint32_t x = blockIdx.x * blockDim.x + threadIdx.x;
-  const std::uint32_t y = blockIdx.y * blockDim.y + threadIdx.y;
-  if (x < n && y < n) {
+  const std::uint32_t y = rows.first + blockIdx.y * blockDim.y + threadIdx.y;
+  if (x < n && y < rows.end) {
     b.next_state[std::size_t{y} * n + x] =
         heat_cell(b.state, b.heaters, b.boundary, *b.params, n, x, y);
   }
@@ -43,7 +43,8 @@ struct CombineDiagnostics {
 
 class CudaKernels final : public SimKernels {
  public:
-  CudaKernels(Backend& backend, const SimShape& shape) : n_(shape.grid) {
+  CudaKernels(Backend& backend, const SimShape& shape)
+      : n_(shape.grid), bands_(shape.step_launches) {
     // Thrust's reduce hands its result to the host, which would stall every tick; CUB's (the
     // same CCCL algorithm underneath) writes it to device memory in stream order.
     std::size_t temp_bytes = 0;
@@ -56,9 +57,13 @@ class CudaKernels final : public SimKernels {
   }
 
   void step(StreamView stream, const StepBuffers& buffers) override {
-    const dim3 grid{(n_ + kStepBlock.x - 1) / kStepBlock.x, (n_ + kStepBlock.y - 1) / kStepBlock.y};
-    step_kernel<<<grid, kStepBlock, 0, native(stream)>>>(buffers, n_);
-    check_cuda(cudaGetLastError(), "step_kernel launch");
+    for (std::uint32_t band = 0; band < bands_; ++band) {
+      const RowBand rows = row_band(n_, band, bands_);
+      const dim3 grid{(n_ + kStepBlock.x - 1) / kStepBlock.x,
+                      (rows.end - rows.first + kStepBlock.y - 1) / kStepBlock.y};
+      step_kernel<<<grid, kStepBlock, 0, native(stream)>>>(buffers, n_, rows);
+      check_cuda(cudaGetLastError(), "step_kernel launch");
+    }
   }
 
   void diagnose(StreamView stream, const float* state, Diagnostics* out) override {
@@ -94,6 +99,7 @@ class CudaKernels final : public SimKernels {
   [[nodiscard]] std::size_t cells() const noexcept { return std::size_t{n_} * n_; }
 
   std::uint32_t n_;
+  std::uint32_t bands_;
   DeviceBuffer<std::byte> temp_;
 };
 

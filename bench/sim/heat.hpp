@@ -26,6 +26,9 @@ struct SimShape {
   std::uint32_t heater_updates = 10'000;  ///< heater strips rewritten per tick (16-64 B each)
   std::uint32_t probes = 32;              ///< cells whose temperature is read back every tick
   std::uint64_t ticks = 400;
+  /// The step's kernel launches: one per band of rows, as codes that step a grid in pieces do
+  /// (a tick of many small kernels is what a graph replay pays off on).
+  std::uint32_t step_launches = 1;
 
   [[nodiscard]] std::size_t cells() const noexcept { return std::size_t{grid} * grid; }
   /// Cells per heater stripe: update i of a tick lies inside stripe i, so updates ascend and
@@ -47,6 +50,11 @@ struct SimShape {
                                   std::to_string(probes));
     }
     if (ticks < 1) throw std::invalid_argument("ticks must be >= 1");
+    if (step_launches < 1 || step_launches > grid) {
+      throw std::invalid_argument("step launches must be 1.." + std::to_string(grid) +
+                                  " for grid " + std::to_string(grid) + ", got " +
+                                  std::to_string(step_launches));
+    }
   }
 
   /// A heater update rewrites 4, 8, 12 or 16 consecutive cells (16-64 B).
@@ -68,6 +76,16 @@ struct Diagnostics {
 
 /// @brief Boundary temperatures: top row, bottom row, left column, right column (n each).
 inline constexpr std::size_t kBoundarySides = 4;
+
+/// @brief Rows [first, end) of band `band` when an n-row grid is stepped in `bands` launches.
+struct RowBand {
+  std::uint32_t first;
+  std::uint32_t end;
+};
+inline RowBand row_band(std::uint32_t n, std::uint32_t band, std::uint32_t bands) {
+  return {static_cast<std::uint32_t>(std::uint64_t{n} * band / bands),
+          static_cast<std::uint32_t>(std::uint64_t{n} * (band + 1) / bands)};
+}
 
 /// @brief One explicit step of one cell: the 5-point Laplacian, with the host-given boundary
 /// temperatures as the neighbours outside the grid, plus the cell's heater.

@@ -13,21 +13,24 @@ namespace {
 
 class HostKernels final : public SimKernels {
  public:
-  HostKernels(HostBackend& backend, const SimShape& shape) : backend_(backend), n_(shape.grid) {}
+  HostKernels(HostBackend& backend, const SimShape& shape)
+      : backend_(backend), n_(shape.grid), bands_(shape.step_launches) {}
 
   void step(StreamView stream, const StepBuffers& b) override {
     const std::uint32_t n = n_;
     // Host "device" memory is host memory: the task reads the buffers when it runs, in stream
     // order, exactly as a kernel would.
-    backend_.launch_host_task(stream, [n, b] {
-      const StepParams params = *b.params;
-      for (std::uint32_t y = 0; y < n; ++y) {
-        for (std::uint32_t x = 0; x < n; ++x) {
-          b.next_state[std::size_t{y} * n + x] =
-              heat_cell(b.state, b.heaters, b.boundary, params, n, x, y);
+    for (std::uint32_t band = 0; band < bands_; ++band) {
+      backend_.launch_host_task(stream, [n, b, rows = row_band(n, band, bands_)] {
+        const StepParams params = *b.params;
+        for (std::uint32_t y = rows.first; y < rows.end; ++y) {
+          for (std::uint32_t x = 0; x < n; ++x) {
+            b.next_state[std::size_t{y} * n + x] =
+                heat_cell(b.state, b.heaters, b.boundary, params, n, x, y);
+          }
         }
-      }
-    });
+      });
+    }
   }
 
   void diagnose(StreamView stream, const float* state, Diagnostics* out) override {
@@ -60,6 +63,7 @@ class HostKernels final : public SimKernels {
  private:
   HostBackend& backend_;
   std::uint32_t n_;
+  std::uint32_t bands_;
 };
 
 }  // namespace

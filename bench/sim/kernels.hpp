@@ -28,7 +28,8 @@ class SimKernels {
  public:
   virtual ~SimKernels() = default;
 
-  /// @brief Enqueues one step of the whole grid: next_state from state, heaters and boundary.
+  /// @brief Enqueues one step of the whole grid: next_state from state, heaters and boundary,
+  /// in SimShape::step_launches launches of a band of rows each.
   virtual void step(StreamView stream, const StepBuffers& buffers) = 0;
   /// @brief Enqueues the reduction of `state` (n * n cells) into `*out` (device memory).
   virtual void diagnose(StreamView stream, const float* state, Diagnostics* out) = 0;

@@ -4,6 +4,7 @@
 
 #include <framestage/coordinator.hpp>
 #include <framestage/device_buffer.hpp>
+#include <framestage/tick_graph.hpp>
 
 #include <algorithm>
 #include <array>
@@ -80,9 +81,10 @@ Config coordinator_config(const SimShape& shape, std::uint32_t buffering) {
   const std::size_t boundary_bytes = kBoundarySides * shape.grid * sizeof(float);
   config.arena_bytes = std::max(std::size_t{1} << 20, 4 * boundary_bytes);
   // Payloads are 16-byte aligned and each has a 16-byte descriptor.
+  // The graph loop uploads the boundary and parameters too.
   config.upload_arena_bytes =
       std::size_t{shape.heater_updates} * (SimShape::kMaxStripCells * sizeof(float) + 16) +
-      (std::size_t{64} << 10);
+      boundary_bytes + (std::size_t{64} << 10);
   config.max_uploads_per_frame = shape.heater_updates + 16;
   config.readback_arena_bytes = std::size_t{shape.probes + 1} * 32 + (std::size_t{64} << 10);
   config.max_readbacks_per_frame = shape.probes + 1;
@@ -137,6 +139,7 @@ RunOutput run_naive(Backend& backend, SimKernels& kernels, const SimShape& shape
       return powers;
     });
 
+    const auto submit_start = Clock::now();
     kernels.copy_to_device_async(params.data(), params_in, sizeof(StepParams), stream.view());
     kernels.copy_to_device_async(boundary.data(), boundary_in, boundary.size_bytes(),
                                  stream.view());
@@ -148,6 +151,7 @@ RunOutput run_naive(Backend& backend, SimKernels& kernels, const SimShape& shape
     kernels.step(stream.view(), {device.before(tick).data(), device.after(tick).data(),
                                  device.heaters.data(), boundary.data(), params.data()});
     kernels.diagnose(stream.view(), after, device.diagnostics.data());
+    out.timing.submit_seconds += seconds_between(submit_start, Clock::now());
 
     const auto reads_start = Clock::now();
     kernels.copy_to_host_sync(diagnostics_out, device.diagnostics.data(), sizeof(Diagnostics),
@@ -165,7 +169,7 @@ RunOutput run_naive(Backend& backend, SimKernels& kernels, const SimShape& shape
 }
 
 RunOutput run_framestage(Backend& backend, SimKernels& kernels, const SimShape& shape,
-                         std::uint32_t buffering) {
+                         std::uint32_t buffering, TickLaunch launch) {
   const std::uint32_t n = shape.grid;
   const std::size_t boundary_count = kBoundarySides * n;
   const std::vector<std::size_t> probes = probe_cells(shape);
@@ -173,6 +177,22 @@ RunOutput run_framestage(Backend& backend, SimKernels& kernels, const SimShape& 
   Coordinator frames(coordinator_config(shape, buffering), backend);
   DeviceState device(backend, shape);
   device.clear(kernels, backend, frames.consumer_stream());
+
+  // A graph's kernels read fixed addresses: the parameters and boundary live in buffers of their
+  // own, and tick f runs graph f % 2, whose step reads temperature[f % 2].
+  const bool graph = launch == TickLaunch::graph;
+  DeviceBuffer<StepParams> graph_params(backend, graph ? 1 : 0);
+  DeviceBuffer<float> graph_boundary(backend, graph ? boundary_count : 0);
+  std::array<TickGraph, 2> ticks;
+  if (graph) {
+    for (std::uint64_t parity = 0; parity < 2; ++parity) {
+      ticks[parity] = frames.capture_tick([&](StreamView stream) {
+        kernels.step(stream, {device.before(parity).data(), device.after(parity).data(),
+                              device.heaters.data(), graph_boundary.data(), graph_params.data()});
+        kernels.diagnose(stream, device.after(parity).data(), device.diagnostics.data());
+      });
+    }
+  }
 
   // The readbacks of one frame: the diagnostics and probes of the tick before it.
   struct Pending {
@@ -211,12 +231,17 @@ RunOutput run_framestage(Backend& backend, SimKernels& kernels, const SimShape& 
     FrameSpan<StepParams> params;
     FrameSpan<float> boundary;
     if (steps) {
-      params = frames.frame_alloc<StepParams>(1);
-      params[0] = step_params(f);
-      frames.stage_for_upload(params);
-      boundary = frames.frame_alloc<float>(boundary_count);
-      boundary_values(n, f, boundary);
-      frames.stage_for_upload(boundary);
+      if (graph) {
+        frames.reserve_upload<StepParams>(graph_params.data(), 1)[0] = step_params(f);
+        boundary_values(n, f, frames.reserve_upload<float>(graph_boundary.data(), boundary_count));
+      } else {
+        params = frames.frame_alloc<StepParams>(1);
+        params[0] = step_params(f);
+        frames.stage_for_upload(params);
+        boundary = frames.frame_alloc<float>(boundary_count);
+        boundary_values(n, f, boundary);
+        frames.stage_for_upload(boundary);
+      }
       // Each strip is written once, straight into the upload arena.
       heater_updates(shape, f, [&](std::size_t first, std::uint32_t count) -> std::span<float> {
         return frames.reserve_upload<float>(device.heaters.data() + first, count);
@@ -230,13 +255,19 @@ RunOutput run_framestage(Backend& backend, SimKernels& kernels, const SimShape& 
       for (std::uint32_t k = 0; k < shape.probes; ++k)
         pending.probes[k] = frames.readback<float>(state + probes[k], 1);
     }
-    const FrameTicket ticket = frames.end_frame();
-    if (steps) {
-      kernels.step(ticket.stream(),
-                   {device.before(f).data(), device.after(f).data(), device.heaters.data(),
-                    frames.device_ptr(boundary), frames.device_ptr(params)});
-      kernels.diagnose(ticket.stream(), device.after(f).data(), device.diagnostics.data());
+    const auto submit_start = Clock::now();
+    if (steps && graph) {
+      static_cast<void>(frames.end_frame(ticks[f % 2]));
+    } else {
+      const FrameTicket ticket = frames.end_frame();
+      if (steps) {
+        kernels.step(ticket.stream(),
+                     {device.before(f).data(), device.after(f).data(), device.heaters.data(),
+                      frames.device_ptr(boundary), frames.device_ptr(params)});
+        kernels.diagnose(ticket.stream(), device.after(f).data(), device.diagnostics.data());
+      }
     }
+    out.timing.submit_seconds += seconds_between(submit_start, Clock::now());
   }
   // The last frames' readbacks, oldest first; no begin_frame() will reuse their slots now.
   for (std::uint64_t f = shape.ticks + 1; f <= shape.ticks + buffering; ++f) {

@@ -35,8 +35,12 @@ the host reads the total heat, the peak temperature and a few probe cells back.
               synchronous copy of each diagnostic and probe: the host stalls every tick
   framestage  the same inputs written once into a Coordinator's frame (frame_alloc,
               reserve_upload), coalesced at end_frame(); diagnostics read back with the frame
-              (triple buffering) and consumed three ticks later
-Both run the same kernels on the same inputs and must agree; the program fails if they do not.)";
+              (triple buffering) and consumed three ticks later; kernels launched one by one
+  graph       framestage with the tick captured once (capture_tick): each frame's transfers
+              and the kernels run as one graph launch, end_frame(TickGraph&)
+All run the same kernels on the same inputs and must agree; the program fails if they do not.
+--step-launches N steps the grid in N kernels (bands of rows), the shape of tick a graph
+replay pays off on.)";
 
 constexpr const char* kExitStatus =
     "exit status: 0 all results agree, 1 a mismatch or error, 2 bad usage, 77 --backend cuda "
@@ -47,12 +51,19 @@ struct Options {
   std::optional<std::uint64_t> ticks;
   std::optional<std::uint32_t> heaters;
   std::uint32_t probes = 32;
-  std::string variant = "both";
+  std::uint32_t step_launches = 1;
+  std::string variant = "all";
   std::string backend = "auto";
   bool check = false;
 
-  [[nodiscard]] bool naive() const { return variant != "framestage"; }
-  [[nodiscard]] bool framestage() const { return variant != "naive"; }
+  // "both" is naive and framestage, as before the graph variant existed.
+  [[nodiscard]] bool naive() const {
+    return variant == "naive" || variant == "both" || variant == "all";
+  }
+  [[nodiscard]] bool framestage() const {
+    return variant == "framestage" || variant == "both" || variant == "all";
+  }
+  [[nodiscard]] bool graph() const { return variant == "graph" || variant == "all"; }
 };
 
 // An option whose default depends on the backend: unset unless given.
@@ -72,8 +83,12 @@ void describe_options(CLI::App& app, Options& o) {
   add_optional(app, "--heaters", o.heaters,
                "heater strips rewritten per tick (default 10000, at most N*N/16)");
   app.add_option("--probes", o.probes, "probe cells read back per tick")->capture_default_str();
-  app.add_option("--variant", o.variant, "naive, framestage or both")
-      ->check(CLI::IsMember({"naive", "framestage", "both"}))
+  app.add_option("--step-launches", o.step_launches,
+                 "kernel launches per step, one band of rows each")
+      ->capture_default_str();
+  app.add_option("--variant", o.variant,
+                 "naive, framestage, graph, both (naive and framestage) or all")
+      ->check(CLI::IsMember({"naive", "framestage", "graph", "both", "all"}))
       ->capture_default_str();
   app.add_option("--backend", o.backend,
                  "auto (CUDA if a device is present), host (emulation) or cuda")
@@ -113,6 +128,7 @@ SimShape shape_for(const Options& o, bool on_gpu) {
   shape.heater_updates =
       o.heaters.value_or(static_cast<std::uint32_t>(std::min<std::size_t>(10'000, most_heaters)));
   shape.probes = o.probes;
+  shape.step_launches = o.step_launches;
   shape.validate();
   return shape;
 }
@@ -120,9 +136,24 @@ SimShape shape_for(const Options& o, bool on_gpu) {
 void print_row(const char* name, const RunOutput& run, const SimShape& shape,
                const char* blocked_in) {
   const double ticks = static_cast<double>(shape.ticks);
-  std::printf("%-11s %12.1f %10.3f %11.3f %11.3f   %s\n", name, ticks / run.timing.seconds,
+  std::printf("%-11s %12.1f %10.3f %11.3f %11.3f %10.1f   %s\n", name, ticks / run.timing.seconds,
               1e3 * run.timing.seconds / ticks, 1e3 * run.timing.max_stall_seconds,
-              1e3 * run.timing.total_stall_seconds / ticks, blocked_in);
+              1e3 * run.timing.total_stall_seconds / ticks, 1e6 * run.timing.submit_seconds / ticks,
+              blocked_in);
+}
+
+// The coordinator's work per tick, for a framestage loop's row.
+void print_stats(const char* name, const RunOutput& run, const SimShape& shape) {
+  const CoordinatorStats& s = run.stats;
+  const auto per_tick = [&](std::size_t total) {
+    return static_cast<double>(total) / static_cast<double>(shape.ticks);
+  };
+  std::printf(
+      "  %s per tick: %.0f uploads in %.1f staging copies + %.1f scatter kernels, %.0f B "
+      "mirrored, %.0f readbacks (%.0f B), %.2f graph launches\n",
+      name, per_tick(s.uploads), per_tick(s.staging_copies), per_tick(s.scatter_launches),
+      per_tick(s.mirror_bytes), per_tick(s.readbacks), per_tick(s.readback_bytes),
+      per_tick(s.tick_graph_frames));
 }
 
 // Prints a comparison's outcome; returns whether it matched.
@@ -170,12 +201,18 @@ int run(const Options& o) {
     warm_up.ticks = std::min<std::uint64_t>(shape.ticks, 3);
     if (o.naive()) static_cast<void>(run_naive(backend, *kernels, warm_up));
     if (o.framestage()) static_cast<void>(run_framestage(backend, *kernels, warm_up));
+    if (o.graph()) {
+      static_cast<void>(run_framestage(backend, *kernels, warm_up, 3, TickLaunch::graph));
+    }
   }
 
   std::optional<RunOutput> naive;
   std::optional<RunOutput> staged;
-  std::printf("\n%-11s %12s %10s %11s %11s   %s\n", "variant", "ticks/s", "ms/tick", "max wait ms",
-              "mean wait", "host blocked in");
+  std::optional<RunOutput> graphed;
+  std::printf("  step: %u kernel launch%s a tick, then the reduction\n", shape.step_launches,
+              shape.step_launches == 1 ? "" : "es");
+  std::printf("\n%-11s %12s %10s %11s %11s %10s   %s\n", "variant", "ticks/s", "ms/tick",
+              "max wait ms", "mean wait", "submit us", "host blocked in");
   if (o.naive()) {
     naive = run_naive(backend, *kernels, shape);
     print_row("naive", *naive, shape, "synchronous diagnostic copies");
@@ -183,19 +220,26 @@ int run(const Options& o) {
   if (o.framestage()) {
     staged = run_framestage(backend, *kernels, shape);
     print_row("framestage", *staged, shape, "begin_frame + readback waits (slot 3 frames old)");
-    const CoordinatorStats& s = staged->stats;
-    const auto per_tick = [&](std::size_t total) {
-      return static_cast<double>(total) / static_cast<double>(shape.ticks);
-    };
-    std::printf(
-        "  framestage per tick: %.0f uploads in %.1f staging copies + %.1f scatter "
-        "kernels, %.0f B mirrored, %.0f readbacks (%.0f B)\n",
-        per_tick(s.uploads), per_tick(s.staging_copies), per_tick(s.scatter_launches),
-        per_tick(s.mirror_bytes), per_tick(s.readbacks), per_tick(s.readback_bytes));
   }
+  if (o.graph()) {
+    graphed = run_framestage(backend, *kernels, shape, 3, TickLaunch::graph);
+    print_row("graph", *graphed, shape, "begin_frame + readback waits (slot 3 frames old)");
+  }
+  std::printf(
+      "  submit: host time handing a tick to the device (copies and launches, or "
+      "end_frame and launches, or end_frame(tick))\n");
+  if (staged) print_stats("framestage", *staged, shape);
+  if (graphed) print_stats("graph", *graphed, shape);
   if (naive && staged && on_gpu) {
     std::printf("speed-up of framestage over naive: %.1fx\n",
                 naive->timing.seconds / staged->timing.seconds);
+  }
+  if (staged && graphed && on_gpu) {
+    std::printf(
+        "graph over stream-launched framestage: %.2fx the ticks per second, %.2fx the "
+        "submit time\n",
+        staged->timing.seconds / graphed->timing.seconds,
+        graphed->timing.submit_seconds / staged->timing.submit_seconds);
   }
 
   bool ok = true;
@@ -206,6 +250,11 @@ int run(const Options& o) {
         "every tick's diagnostics and probes)",
         compare(staged->result, naive->result, shape, kSameKernels));
   }
+  if (graphed && (staged || naive)) {
+    ok &= report(
+        staged ? "graph vs framestage (the same bounds)" : "graph vs naive (the same bounds)",
+        compare(graphed->result, staged ? staged->result : naive->result, shape, kSameKernels));
+  }
   if (o.check) {
     const SimResult reference = run_reference(shape);
     if (naive) {
@@ -215,6 +264,10 @@ int run(const Options& o) {
     if (staged) {
       ok &= report("framestage vs plain C++ reference (within 1e-5; heaters bit for bit)",
                    compare(staged->result, reference, shape, kAgainstReference));
+    }
+    if (graphed) {
+      ok &= report("graph vs plain C++ reference (within 1e-5; heaters bit for bit)",
+                   compare(graphed->result, reference, shape, kAgainstReference));
     }
   }
   return ok ? kOk : kMismatch;

@@ -30,6 +30,15 @@ struct RunTiming {
   /// synchronous diagnostic copies (naive).
   double max_stall_seconds = 0;
   double total_stall_seconds = 0;
+  /// Host time spent handing each tick's work to the device: the copies and kernel launches
+  /// (naive), end_frame() and the launches (framestage), end_frame(TickGraph&) (graph).
+  double submit_seconds = 0;
+};
+
+/// @brief How the framestage loop launches a tick.
+enum class TickLaunch {
+  streams,  ///< end_frame(), then the kernels launched on the ticket's stream one by one
+  graph,    ///< end_frame(TickGraph&): the frame's transfers and the kernels as one graph launch
 };
 
 /// @brief A loop's result, its timing, and (framestage) the coordinator's statistics.
@@ -47,8 +56,14 @@ struct RunOutput {
 /// into frame allocations and reserved uploads, coalesced at end_frame(); diagnostics and probes
 /// read back with the frame and consumed `buffering` frames later, just before begin_frame()
 /// reuses their slot, so the host waits only for a slot that many frames old.
+///
+/// With TickLaunch::graph, the kernels are captured once (Coordinator::capture_tick: one graph
+/// for even ticks and one for odd, as the two temperature fields swap) and each frame is one
+/// end_frame(TickGraph&); the parameters and boundary then go to persistent device buffers with
+/// reserve_upload, as a captured kernel reads fixed addresses.
 [[nodiscard]] RunOutput run_framestage(Backend& backend, SimKernels& kernels, const SimShape& shape,
-                                       std::uint32_t buffering = 3);
+                                       std::uint32_t buffering = 3,
+                                       TickLaunch launch = TickLaunch::streams);
 
 /// @brief The physics in plain C++ on the host, with no framestage and no shared step code:
 /// what --check and the tests hold both loops to.
