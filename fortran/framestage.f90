@@ -67,6 +67,7 @@ module framestage
   public :: framestage_device_ptr, framestage_upload, framestage_reserve_upload
   public :: framestage_request_readback, framestage_readback_ready, framestage_readback_get
   public :: framestage_end_frame, framestage_ticket_ready, framestage_ticket_wait
+  public :: framestage_capture_tick, framestage_end_frame_tick, framestage_tick_graph_destroy
   public :: framestage_synchronize, framestage_consumer_stream, framestage_set_consumer_stream
   public :: framestage_current_frame, framestage_stats_json, framestage_config_json
   public :: framestage_device_alloc, framestage_device_free, framestage_device_write
@@ -169,6 +170,31 @@ module framestage
       type(c_ptr), value :: coordinator
       type(framestage_ticket), intent(out) :: ticket
     end function framestage_end_frame
+
+    ! work: c_funloc of a bind(c) subroutine work(stream, user_data) with two type(c_ptr),
+    ! value arguments; it enqueues the tick's kernels on stream, once, now.
+    integer(c_int) function framestage_capture_tick(coordinator, work, user_data, tick) &
+        bind(c, name="framestage_capture_tick")
+      import :: c_int, c_ptr, c_funptr
+      type(c_ptr), value :: coordinator
+      type(c_funptr), value :: work
+      type(c_ptr), value :: user_data
+      type(c_ptr), intent(out) :: tick
+    end function framestage_capture_tick
+
+    integer(c_int) function framestage_end_frame_tick(coordinator, tick, ticket) &
+        bind(c, name="framestage_end_frame_tick")
+      import :: c_int, c_ptr, framestage_ticket
+      type(c_ptr), value :: coordinator
+      type(c_ptr), value :: tick
+      type(framestage_ticket), intent(out) :: ticket
+    end function framestage_end_frame_tick
+
+    integer(c_int) function framestage_tick_graph_destroy(tick) &
+        bind(c, name="framestage_tick_graph_destroy")
+      import :: c_int, c_ptr
+      type(c_ptr), value :: tick
+    end function framestage_tick_graph_destroy
 
     integer(c_int) function framestage_ticket_ready(ticket, ready) &
         bind(c, name="framestage_ticket_ready")

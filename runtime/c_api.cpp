@@ -48,6 +48,11 @@ struct framestage_coordinator {
   }
 };
 
+/// A captured tick, owned by the C caller.
+struct framestage_tick_graph {
+  fs::TickGraph graph;
+};
+
 namespace {
 
 thread_local std::string last_error;
@@ -399,16 +404,51 @@ framestage_status framestage_readback_get(const framestage_readback* readback,
   });
 }
 
+namespace {
+
+void write_ticket(const framestage_coordinator* coordinator, const fs::FrameTicket& t,
+                  framestage_ticket* ticket) {
+  if (ticket == nullptr) return;
+  *ticket = framestage_ticket{coordinator->backend.get(), t.frame(), t.slot(), t.stream().native(),
+                              t.event().native()};
+}
+
+}  // namespace
+
 framestage_status framestage_end_frame(framestage_coordinator* coordinator,
                                        framestage_ticket* ticket) {
   return guarded([&] {
     auto& c = coordinator_of(coordinator, "framestage_end_frame");
-    const fs::FrameTicket t = c.end_frame();
-    if (ticket != nullptr) {
-      *ticket = framestage_ticket{coordinator->backend.get(), t.frame(), t.slot(),
-                                  t.stream().native(), t.event().native()};
-    }
+    write_ticket(coordinator, c.end_frame(), ticket);
   });
+}
+
+framestage_status framestage_capture_tick(framestage_coordinator* coordinator,
+                                          framestage_tick_work work, void* user_data,
+                                          framestage_tick_graph** tick) {
+  return guarded([&] {
+    auto& c = coordinator_of(coordinator, "framestage_capture_tick");
+    FRAMESTAGE_EXPECTS(work != nullptr, misuse, "framestage_capture_tick: work is NULL");
+    expect_arg(tick, "framestage_capture_tick", "tick");
+    auto made = std::make_unique<framestage_tick_graph>();
+    made->graph = c.capture_tick(
+        [work, user_data](fs::StreamView stream) { work(stream.native(), user_data); });
+    *tick = made.release();
+  });
+}
+
+framestage_status framestage_end_frame_tick(framestage_coordinator* coordinator,
+                                            framestage_tick_graph* tick,
+                                            framestage_ticket* ticket) {
+  return guarded([&] {
+    auto& c = coordinator_of(coordinator, "framestage_end_frame_tick");
+    expect_arg(tick, "framestage_end_frame_tick", "tick");
+    write_ticket(coordinator, c.end_frame(tick->graph), ticket);
+  });
+}
+
+framestage_status framestage_tick_graph_destroy(framestage_tick_graph* tick) {
+  return guarded([&] { delete tick; });
 }
 
 framestage_status framestage_ticket_ready(const framestage_ticket* ticket, int* ready) {

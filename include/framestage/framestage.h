@@ -211,6 +211,41 @@ framestage_status framestage_readback_get(const framestage_readback* readback, u
 framestage_status framestage_end_frame(framestage_coordinator* coordinator,
                                        framestage_ticket* ticket);
 
+/** @brief A captured tick (framestage_capture_tick); destroy it with
+ * framestage_tick_graph_destroy. Owner thread only. */
+typedef struct framestage_tick_graph framestage_tick_graph;
+
+/** @brief A tick's work: enqueues the tick's kernels on `stream` (a cudaStream_t on CUDA);
+ * `user_data` is what framestage_capture_tick was given. It must not synchronise or allocate. */
+typedef void (*framestage_tick_work)(void* stream, void* user_data);
+
+/**
+ * @brief Captures a tick once (Coordinator::capture_tick): calls `work(stream, user_data)` now,
+ * and what it enqueues on `stream` runs after the transfers of every frame ended with
+ * framestage_end_frame_tick. Its kernels read fixed addresses: upload into persistent device
+ * memory (framestage_device_alloc), not a frame's mirror. Between frames only.
+ * @param[out] tick the graph, owned by the caller; it must not outlive the coordinator.
+ * @return FRAMESTAGE_ERROR_MISUSE inside a frame, for a NULL `work` or `tick`, or if `work`
+ *         broke the capture; FRAMESTAGE_ERROR_CUDA.
+ */
+framestage_status framestage_capture_tick(framestage_coordinator* coordinator,
+                                          framestage_tick_work work, void* user_data,
+                                          framestage_tick_graph** tick);
+
+/**
+ * @brief framestage_end_frame, with the frame's transfers and the tick's captured work run as
+ * one graph launch on the consumer stream (Coordinator::end_frame(TickGraph&)).
+ * @param[out] ticket the frame's stream and event (may be NULL); the event completes when the
+ *             whole launch, captured work included, has run.
+ * @return FRAMESTAGE_ERROR_MISUSE without an open frame, or for a NULL `tick` or one captured
+ *         by another coordinator; FRAMESTAGE_ERROR_CUDA.
+ */
+framestage_status framestage_end_frame_tick(framestage_coordinator* coordinator,
+                                            framestage_tick_graph* tick, framestage_ticket* ticket);
+
+/** @brief Frees a tick graph (NULL is accepted); launches in flight run to their end. */
+framestage_status framestage_tick_graph_destroy(framestage_tick_graph* tick);
+
 /** @param[out] ready 1 once every byte of the ticket's frame has arrived, else 0. */
 framestage_status framestage_ticket_ready(const framestage_ticket* ticket, int* ready);
 

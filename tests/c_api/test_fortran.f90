@@ -8,7 +8,8 @@ program test_fortran
 
   integer, parameter :: n = 1000
   integer(c_size_t), parameter :: nbytes = n*8_c_size_t
-  type(c_ptr) :: fs, device, mirror, host
+  type(c_ptr) :: fs, device, mirror, host, tick
+  integer(c_int), target :: captures = 0
   type(framestage_span) :: span
   type(framestage_ticket) :: ticket
   type(framestage_readback) :: from_mirror, from_device
@@ -62,6 +63,20 @@ program test_fortran
   call require(framestage_describe(fs, text), "framestage_describe")
   call check(index(text, 'host') > 0, "describe names the host backend")
 
+  ! A tick graph: the work is called once, at capture; a frame ended with it delivers its upload.
+  call require(framestage_capture_tick(fs, c_funloc(count_capture), c_loc(captures), tick), &
+               "framestage_capture_tick")
+  call check(captures == 1, "the tick's work ran once, at capture")
+  call require(framestage_begin_frame(fs), "framestage_begin_frame")
+  uploaded = 2.0_c_double*uploaded
+  call require(framestage_upload(fs, device, uploaded, nbytes), "framestage_upload")
+  call require(framestage_end_frame_tick(fs, tick, ticket), "framestage_end_frame_tick")
+  call require(framestage_ticket_wait(ticket, 10000_c_int32_t), "framestage_ticket_wait")
+  call require(framestage_device_read(fs, direct, device, nbytes), "framestage_device_read")
+  call check(same_bits(direct, uploaded), "the tick graph's frame delivered its upload")
+  call check(captures == 1, "the tick's work is replayed, not called again")
+  call require(framestage_tick_graph_destroy(tick), "framestage_tick_graph_destroy")
+
   ! Misuse: a status, a message, and nothing changed.
   call check(framestage_end_frame(fs, ticket) == FRAMESTAGE_ERROR_MISUSE, "end_frame outside")
   text = framestage_last_error()
@@ -84,6 +99,14 @@ program test_fortran
   print '(a)', 'test_fortran: all checks passed'
 
 contains
+
+  ! A tick's work (framestage_tick_work): counts its calls in user_data.
+  subroutine count_capture(stream, user_data) bind(c)
+    type(c_ptr), value :: stream, user_data
+    integer(c_int), pointer :: count
+    call c_f_pointer(user_data, count)
+    if (c_associated(stream)) count = count + 1
+  end subroutine count_capture
 
   ! Byte for byte: what was written is what comes back.
   logical function same_bits(a, b)
