@@ -286,7 +286,7 @@ FrameTicket Coordinator::end_frame(TickGraph& tick) {
   FRAMESTAGE_EXPECTS(tick.owner_ == this, misuse,
                      "end_frame(tick): the tick graph was captured by another coordinator; "
                      "capture one with this coordinator's capture_tick()");
-  FrameTicket ticket = impl_->end(tick.graph_);
+  FrameTicket ticket = impl_->end(tick.graph_.get());
   ++tick.launches_;
   return ticket;
 }

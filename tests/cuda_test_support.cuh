@@ -70,6 +70,11 @@ inline std::uint64_t scaled_frames(std::uint64_t wanted) {
   return quick_mode() ? std::min<std::uint64_t>(wanted, 40) : wanted;
 }
 
+/// The cudaStream_t behind a StreamView, for a test's own launches.
+inline cudaStream_t native(StreamView stream) {
+  return static_cast<cudaStream_t>(stream.native());
+}
+
 /// Prints the seed so a failure can be replayed, and returns it.
 inline std::uint64_t announce_seed(std::uint64_t seed) {
   std::printf("[ seed     ] %llu\n", static_cast<unsigned long long>(seed));

@@ -39,9 +39,7 @@ using testing::write_device;
 
 constexpr std::byte kPoison{0xa5};
 
-cudaStream_t native(StreamView stream) {
-  return static_cast<cudaStream_t>(stream.native());
-}
+using testing::native;
 
 __global__ void copy_bytes_kernel(const std::byte* src, std::byte* dst, std::size_t bytes) {
   const std::size_t stride = static_cast<std::size_t>(gridDim.x) * blockDim.x;

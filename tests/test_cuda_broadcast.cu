@@ -36,9 +36,7 @@ using testing::quick_mode;
 using testing::ReleaseFlag;
 using testing::throws_error;
 
-cudaStream_t native(StreamView stream) {
-  return static_cast<cudaStream_t>(stream.native());
-}
+using testing::native;
 
 int cuda_device_count() {
   int count = 0;

@@ -45,9 +45,7 @@ using testing::write_device;
 
 constexpr std::byte kPoison{0xa5};
 
-cudaStream_t native(StreamView stream) {
-  return static_cast<cudaStream_t>(stream.native());
-}
+using testing::native;
 
 struct Mode {
   UploadStrategy strategy;

@@ -36,9 +36,7 @@ using testing::scaled_items;
 using testing::throws_error;
 using testing::write_device;
 
-cudaStream_t native(StreamView stream) {
-  return static_cast<cudaStream_t>(stream.native());
-}
+using testing::native;
 
 __global__ void snapshot(const std::byte* src, std::byte* dst, std::size_t bytes) {
   for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < bytes;

@@ -7,11 +7,19 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <utility>
+#include <memory>
 
 namespace framestage {
 
 class Coordinator;
+
+namespace detail {
+/// Gives a tick graph back to the backend that made it.
+struct TickGraphRelease {
+  Backend* backend = nullptr;
+  void operator()(void* graph) const noexcept { backend->destroy_tick_graph(graph); }
+};
+}  // namespace detail
 
 /// @brief A captured tick: transfer nodes for a frame's uploads and readbacks, then the work a
 /// user enqueued once, replayed by Coordinator::end_frame(TickGraph&) with each frame's own
@@ -27,24 +35,6 @@ class Coordinator;
 class TickGraph {
  public:
   TickGraph() = default;
-  TickGraph(TickGraph&& other) noexcept
-      : backend_(std::exchange(other.backend_, nullptr)),
-        graph_(std::exchange(other.graph_, nullptr)),
-        owner_(std::exchange(other.owner_, nullptr)),
-        launches_(std::exchange(other.launches_, 0)) {}
-  TickGraph& operator=(TickGraph&& other) noexcept {
-    if (this != &other) {
-      reset();
-      backend_ = std::exchange(other.backend_, nullptr);
-      graph_ = std::exchange(other.graph_, nullptr);
-      owner_ = std::exchange(other.owner_, nullptr);
-      launches_ = std::exchange(other.launches_, 0);
-    }
-    return *this;
-  }
-  TickGraph(const TickGraph&) = delete;
-  TickGraph& operator=(const TickGraph&) = delete;
-  ~TickGraph() { reset(); }
 
   /// @brief False for a default-constructed or moved-from graph.
   [[nodiscard]] bool valid() const noexcept { return graph_ != nullptr; }
@@ -54,14 +44,9 @@ class TickGraph {
  private:
   friend class Coordinator;
   TickGraph(Backend& backend, GraphHandle graph, const Coordinator* owner) noexcept
-      : backend_(&backend), graph_(graph), owner_(owner) {}
-  void reset() noexcept {
-    if (graph_ != nullptr) backend_->destroy_tick_graph(graph_);
-    graph_ = nullptr;
-  }
+      : graph_(graph, detail::TickGraphRelease{&backend}), owner_(owner) {}
 
-  Backend* backend_ = nullptr;
-  GraphHandle graph_ = nullptr;
+  std::unique_ptr<void, detail::TickGraphRelease> graph_;  // move-only through it
   const Coordinator* owner_ = nullptr;
   std::uint64_t launches_ = 0;
 };

@@ -235,20 +235,19 @@ class FrameChecker {
     return std::clamp<std::size_t>(std::size_t(std::exp(d(rng))), low, high);
   }
 
-  // A third of the epochs end their frames with end_frame(TickGraph&), drawn apart from every
-  // other draw so that frame numbers and their contents stay as they were. Direct-batch and
-  // split-upload epochs never do: a tick graph sends no direct copies, and they exist to.
+  // A third of the epochs end their frames with end_frame(TickGraph&), drawn apart so frames
+  // keep their contents; never direct-batch or split-upload ones (a graph sends no direct copy).
   bool runs_as_tick(std::uint64_t epoch, CheckerTheme theme) const {
     return theme != CheckerTheme::direct_batch && theme != CheckerTheme::split_upload &&
            mix(options_.seed ^ 0x71c6, epoch) % 3 == 0;
   }
 
-  // A tick epoch's graph captures one copy of a probe region of the destination into a buffer
-  // of its own: after each frame it must hold the region with that frame's uploads applied.
+  // A tick epoch's graph captures one copy of the destination (at most 64 MiB of it) into a
+  // buffer of its own: after each frame it must hold the region with that frame's uploads.
   TickGraph capture_probe(Coordinator& c, std::uint64_t epoch) {
-    std::mt19937_64 rng(mix(options_.seed ^ 0x9b0e, epoch));
-    probe_bytes_ = std::min<std::size_t>(options_.world_bytes, 1 + rng() % 65536);
-    probe_offset_ = rng() % (options_.world_bytes - probe_bytes_ + 1);
+    const std::uint64_t draw = mix(options_.seed ^ 0x9b0e, epoch);
+    probe_bytes_ = std::min<std::size_t>(options_.world_bytes, std::size_t{64} << 20);
+    probe_offset_ = (draw >> 16) % (options_.world_bytes - probe_bytes_ + 1);
     probe_ = std::make_unique<DeviceBuffer<std::byte>>(backend_, probe_bytes_);
     return c.capture_tick([this, dst = probe_->data(), src = world_->data() + probe_offset_,
                            bytes = probe_bytes_](StreamView stream) {
@@ -564,8 +563,7 @@ class FrameChecker {
         p.drawn = g;
         last_drawn_ = g;
         p.ticket = tick.valid() ? c.end_frame(tick) : c.end_frame();
-        probe_ran_ = tick.valid();
-        figures_.tick_frames += tick.valid() ? 1 : 0;
+        figures_.tick_frames += (probe_ran_ = tick.valid()) ? 1 : 0;
         std::uint64_t frame_items = 0;
         std::uint64_t frame_bytes = 0;
         for (unsigned t = 0; t < thread_count; ++t) {
@@ -640,12 +638,11 @@ class FrameChecker {
     }
     dirty_.clear();
     dirty_bytes_ = 0;
-    if (probe_ran_) {
-      std::vector<std::byte> got(probe_bytes_);
-      backend_.read_device(got.data(), probe_->data(), got.size());
-      compare(got, std::span<const std::byte>(model_).subspan(probe_offset_, probe_bytes_),
-              "the tick graph's captured copy, after the last frame", last_drawn_, probe_offset_);
-    }
+    if (!probe_ran_) return;
+    std::vector<std::byte> got(probe_bytes_);
+    backend_.read_device(got.data(), probe_->data(), got.size());
+    compare(got, std::span<const std::byte>(model_).subspan(probe_offset_, probe_bytes_),
+            "the tick graph's captured copy, after the last frame", last_drawn_, probe_offset_);
   }
 
   void check_pending(const Coordinator& c, Pending& p) {
@@ -693,8 +690,7 @@ class FrameChecker {
   std::vector<std::pair<std::size_t, std::size_t>> dirty_;  // [begin, end) written, undrained
   std::size_t dirty_bytes_ = 0;
   std::unique_ptr<DeviceBuffer<std::byte>> probe_;  // a tick epoch's captured copy lands here
-  std::size_t probe_offset_ = 0;
-  std::size_t probe_bytes_ = 0;
+  std::size_t probe_offset_ = 0, probe_bytes_ = 0;
   bool probe_ran_ = false;  // a tick graph ran since the epoch began
   CheckerFigures figures_;
   std::uint64_t failures_ = 0;
