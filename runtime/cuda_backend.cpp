@@ -126,34 +126,36 @@ bool same_copy(const CopyOp& a, const CopyOp& b) {
   return a.dst == b.dst && a.src == b.src && a.bytes == b.bytes;
 }
 
-/// What `work` enqueues on a fresh stream of `device`, as a graph (null if it enqueued nothing
-/// on it). The capture is thread-local: calls from this thread that a capture cannot hold fail
-/// and invalidate it, and that is reported as the misuse it is.
-cudaGraph_t capture_work(int device, const std::function<void(StreamView)>& work) {
+/// Captures what `work` enqueues on a fresh stream of `device` into `graph`, after `after`
+/// (cudaStreamBeginCaptureToGraph, so the work may hold any node a stream capture makes). The
+/// capture is thread-local: calls from this thread that a capture cannot hold fail and
+/// invalidate it, and that is reported as the misuse it is. On any failure `graph` may hold part
+/// of the work; the caller discards it.
+void capture_into(int device, cudaGraph_t graph, cudaGraphNode_t after,
+                  const std::function<void(StreamView)>& work) {
   const auto stream = create_on(device, &cudaStreamCreateWithFlags, cudaStreamNonBlocking,
                                 "cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)");
-  const auto end_capture = [&](cudaGraph_t* graph) {
-    const cudaError_t ended = cudaStreamEndCapture(stream, graph);
+  const auto end_capture = [&] {
+    cudaGraph_t captured = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream, &captured);
     release_on(device, stream, &cudaStreamDestroy, "cudaStreamDestroy(stream)");
     return ended;
   };
-  if (const cudaError_t began = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+  if (const cudaError_t began = cudaStreamBeginCaptureToGraph(stream, graph, &after, nullptr, 1,
+                                                              cudaStreamCaptureModeThreadLocal);
       began != cudaSuccess) {
     release_on(device, stream, &cudaStreamDestroy, "cudaStreamDestroy(stream)");
-    detail::throw_cuda_error(began, "cudaStreamBeginCapture(stream)", FRAMESTAGE_SOURCE_FILE,
-                             __LINE__);
+    detail::throw_cuda_error(began, "cudaStreamBeginCaptureToGraph(stream, graph)",
+                             FRAMESTAGE_SOURCE_FILE, __LINE__);
   }
   try {
     work(StreamView{stream});
   } catch (...) {
-    cudaGraph_t partial = nullptr;
-    if (end_capture(&partial) == cudaSuccess && partial != nullptr) cudaGraphDestroy(partial);
+    static_cast<void>(end_capture());
     detail::clear_last_cuda_error();
     throw;
   }
-  cudaGraph_t graph = nullptr;
-  const cudaError_t ended = end_capture(&graph);
-  if (ended != cudaSuccess) {
+  if (const cudaError_t ended = end_capture(); ended != cudaSuccess) {
     detail::clear_last_cuda_error();
     throw Error(ErrorCategory::misuse,
                 "capture_tick: the tick's work broke its capture: cudaStreamEndCapture failed: " +
@@ -161,12 +163,6 @@ cudaGraph_t capture_work(int device, const std::function<void(StreamView)>& work
                     "; enqueue the work only on the stream it is handed (other streams join "
                     "through events recorded on it), and do not synchronise or allocate in it");
   }
-  std::size_t nodes = 0;
-  if (cudaGraphGetNodes(graph, nullptr, &nodes) == cudaSuccess && nodes == 0) {
-    cudaGraphDestroy(graph);
-    return nullptr;
-  }
-  return graph;
 }
 
 /// True once the event has completed, false while it is pending; throws on any other result.
@@ -454,58 +450,40 @@ GraphHandle CudaBackend::create_tick_graph(std::size_t instances,
   FRAMESTAGE_EXPECTS(instances >= 1, misuse, "create_tick_graph: a tick graph needs an instance");
   const DeviceGuard guard(device_);
   using Node = CudaTickGraph::Node;
-  auto g = std::make_unique<CudaTickGraph>(device_);
-  // Captured first: if the work throws or breaks its capture, nothing else was made.
-  cudaGraph_t user = capture_work(device_, work);
-  const auto add_user_work = [&](cudaGraphNode_t after) {
-    if (user == nullptr) return;
-    cudaGraphNode_t child = nullptr;
-    const cudaError_t added = cudaGraphAddChildGraphNode(&child, g->graph, &after, 1, user);
-    cudaGraphDestroy(user);  // the node holds a clone
-    user = nullptr;
-    if (added != cudaSuccess) {
-      detail::throw_cuda_error(added, "cudaGraphAddChildGraphNode(tick work)",
-                               FRAMESTAGE_SOURCE_FILE, __LINE__);
-    }
+  auto g = std::make_unique<CudaTickGraph>(device_);  // its destructor frees what was made
+  FRAMESTAGE_CUDA_TRY_ALLOC(cudaHostAlloc(&g->placeholder_pinned, kPlaceholderBytes,
+                                          cudaHostAllocPortable | cudaHostAllocMapped),
+                            kPlaceholderBytes);
+  FRAMESTAGE_CUDA_TRY_ALLOC(cudaMalloc(&g->placeholder_device, kPlaceholderBytes),
+                            kPlaceholderBytes);
+  FRAMESTAGE_CUDA_TRY(cudaGraphCreate(&g->graph, 0));
+  auto& n = g->nodes;
+  const auto add_copy = [&](Node node, const cudaGraphNode_t* after, std::size_t deps,
+                            bool to_device) {
+    void* dst = to_device ? g->placeholder_device : g->placeholder_pinned;
+    const void* src = to_device ? g->placeholder_pinned : g->placeholder_device;
+    FRAMESTAGE_CUDA_TRY(cudaGraphAddMemcpyNode1D(&n[node], g->graph, after, deps, dst, src,
+                                                 kPlaceholderBytes, cudaMemcpyDefault));
   };
-  try {
-    FRAMESTAGE_CUDA_TRY_ALLOC(cudaHostAlloc(&g->placeholder_pinned, kPlaceholderBytes,
-                                            cudaHostAllocPortable | cudaHostAllocMapped),
-                              kPlaceholderBytes);
-    FRAMESTAGE_CUDA_TRY_ALLOC(cudaMalloc(&g->placeholder_device, kPlaceholderBytes),
-                              kPlaceholderBytes);
-    FRAMESTAGE_CUDA_TRY(cudaGraphCreate(&g->graph, 0));
-    auto& n = g->nodes;
-    const auto add_copy = [&](Node node, const cudaGraphNode_t* after, std::size_t deps,
-                              bool to_device) {
-      void* dst = to_device ? g->placeholder_device : g->placeholder_pinned;
-      const void* src = to_device ? g->placeholder_pinned : g->placeholder_device;
-      FRAMESTAGE_CUDA_TRY(cudaGraphAddMemcpyNode1D(&n[node], g->graph, after, deps, dst, src,
-                                                   kPlaceholderBytes, cudaMemcpyDefault));
-    };
-    const auto add_kernel = [&](Node node, const cudaGraphNode_t* after, std::size_t deps,
-                                bool gather) {
-      detail::TransferNodeArgs args;
-      const cudaKernelNodeParams params = detail::transfer_node_params(
-          gather, nullptr, 0, static_cast<std::byte*>(g->placeholder_device), args);
-      FRAMESTAGE_CUDA_TRY(cudaGraphAddKernelNode(&n[node], g->graph, after, deps, &params));
-    };
-    // Readbacks: table in, gather, bytes back. Uploads: descriptors and payloads in, then the
-    // scatter, after the gather (a frame's readbacks read what was there before its uploads).
-    add_copy(Node::readback_table, nullptr, 0, true);
-    add_kernel(Node::gather, &n[Node::readback_table], 1, true);
-    add_copy(Node::readback_copy, &n[Node::gather], 1, false);
-    add_copy(Node::upload_copy, nullptr, 0, true);
-    const std::array<cudaGraphNode_t, 2> before_scatter{n[Node::upload_copy], n[Node::gather]};
-    add_kernel(Node::scatter, before_scatter.data(), before_scatter.size(), false);
-    add_user_work(n[Node::scatter]);
-    g->instances.resize(instances);
-    for (CudaTickGraph::Instance& in : g->instances)
-      FRAMESTAGE_CUDA_TRY(cudaGraphInstantiate(&in.exec, g->graph, 0));
-  } catch (...) {
-    if (user != nullptr) cudaGraphDestroy(user);
-    throw;
-  }
+  const auto add_kernel = [&](Node node, const cudaGraphNode_t* after, std::size_t deps,
+                              bool gather) {
+    detail::TransferNodeArgs args;
+    const cudaKernelNodeParams params = detail::transfer_node_params(
+        gather, nullptr, 0, static_cast<std::byte*>(g->placeholder_device), args);
+    FRAMESTAGE_CUDA_TRY(cudaGraphAddKernelNode(&n[node], g->graph, after, deps, &params));
+  };
+  // Readbacks: table in, gather, bytes back. Uploads: descriptors and payloads in, then the
+  // scatter, after the gather (a frame's readbacks read what was there before its uploads).
+  add_copy(Node::readback_table, nullptr, 0, true);
+  add_kernel(Node::gather, &n[Node::readback_table], 1, true);
+  add_copy(Node::readback_copy, &n[Node::gather], 1, false);
+  add_copy(Node::upload_copy, nullptr, 0, true);
+  const std::array<cudaGraphNode_t, 2> before_scatter{n[Node::upload_copy], n[Node::gather]};
+  add_kernel(Node::scatter, before_scatter.data(), before_scatter.size(), false);
+  capture_into(device_, g->graph, n[Node::scatter], work);
+  g->instances.resize(instances);
+  for (CudaTickGraph::Instance& in : g->instances)
+    FRAMESTAGE_CUDA_TRY(cudaGraphInstantiate(&in.exec, g->graph, 0));
   return g.release();
 }
 

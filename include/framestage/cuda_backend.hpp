@@ -106,10 +106,9 @@ class CudaBackend final : public Backend {
   void read_device(void* host_dst, const void* device_src, std::size_t bytes) override;
 
   /// @brief A CUDA graph: memcpy and kernel nodes for TickTransfers (readback table, gather,
-  /// copy back; upload copy, scatter after the gather), then a child graph of what `work`
-  /// enqueued on a thread-locally captured stream, after the scatter; `instances` executable
-  /// graphs of it. The work must not allocate or free memory in stream order (child graphs
-  /// cannot hold such nodes).
+  /// copy back; upload copy, scatter after the gather), then what `work` enqueued on a stream
+  /// captured thread-locally into the same graph after the scatter
+  /// (cudaStreamBeginCaptureToGraph); `instances` executable graphs of it.
   [[nodiscard]] GraphHandle create_tick_graph(std::size_t instances,
                                               const std::function<void(StreamView)>& work) override;
   void destroy_tick_graph(GraphHandle graph) noexcept override;
