@@ -7,11 +7,11 @@
 // max_threads threads writing disjoint regions; mirror allocations, upload, reserve_upload and
 // readback mixed in one frame. Coordinators live for an epoch of frames with a config drawn for
 // it: every strategy forced and automatic, buffering 1 to 8, fail and grow, arenas from tiny to
-// roomy. Every fourth epoch aims at a planner boundary on purpose: payloads just below, at and
-// above each pipeline chunk boundary (1 to kMaxPipelineChunks + 1 chunks), more than 2^17 and
-// 2^20 uploads, an upload arena filled until it refuses, direct-copy batches past the driver's
-// limit, frames of hundreds of MiB, and (where limits allow) one upload past 2 GiB, which
-// travels split at the 32-bit descriptor length.
+// roomy; a third end every frame as a tick graph's launch. Every fourth epoch aims at a planner
+// boundary on purpose: payloads just below, at and above each pipeline chunk boundary (1 to
+// kMaxPipelineChunks + 1 chunks), more than 2^17 and 2^20 uploads, an upload arena filled until it
+// refuses, direct-copy batches past the driver's limit, frames of hundreds of MiB, and (where
+// limits allow) one upload past 2 GiB, which travels split at the 32-bit descriptor length.
 //
 // A host model of the destination applies each accepted write in issue order; a write the fail
 // policy refuses must throw out_of_memory and change nothing. Readbacks must return the
@@ -242,11 +242,11 @@ class FrameChecker {
            mix(options_.seed ^ 0x71c6, epoch) % 3 == 0;
   }
 
-  // A tick epoch's graph captures one copy of the destination (at most 64 MiB of it) into a
+  // A tick epoch's graph captures one copy of the destination (at most 16 MiB of it) into a
   // buffer of its own: after each frame it must hold the region with that frame's uploads.
   TickGraph capture_probe(Coordinator& c, std::uint64_t epoch) {
     const std::uint64_t draw = mix(options_.seed ^ 0x9b0e, epoch);
-    probe_bytes_ = std::min<std::size_t>(options_.world_bytes, std::size_t{64} << 20);
+    probe_bytes_ = std::min<std::size_t>(options_.world_bytes, std::size_t{16} << 20);
     probe_offset_ = (draw >> 16) % (options_.world_bytes - probe_bytes_ + 1);
     probe_ = std::make_unique<DeviceBuffer<std::byte>>(backend_, probe_bytes_);
     return c.capture_tick([this, dst = probe_->data(), src = world_->data() + probe_offset_,
