@@ -5,6 +5,7 @@
 
 #include "support/coordinator_modes.hpp"
 #include "support/expect_error.hpp"
+#include "support/fault_injecting_backend.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -408,58 +409,11 @@ TEST_F(CoordinatorTest, SlotTimeoutIsAnErrorAndRecoverable) {
   (void)c.end_frame();
 }
 
-// A backend whose copies fail, as a CUDA error would, to drive the failed state.
-class FailingCopies final : public Backend {
- public:
-  BackendKind kind() const noexcept override { return inner.kind(); }
-  std::string describe() const override { return "failing copies"; }
-  void* allocate_pinned(std::size_t b) override { return inner.allocate_pinned(b); }
-  void free_pinned(void* p) noexcept override { inner.free_pinned(p); }
-  void* mapped_device_address(void* p) override { return inner.mapped_device_address(p); }
-  void* allocate_device(std::size_t b) override { return inner.allocate_device(b); }
-  void free_device(void* p) noexcept override { inner.free_device(p); }
-  StreamHandle create_stream() override { return inner.create_stream(); }
-  void destroy_stream(StreamHandle s) noexcept override { inner.destroy_stream(s); }
-  EventHandle create_event() override { return inner.create_event(); }
-  void destroy_event(EventHandle e) noexcept override { inner.destroy_event(e); }
-  void record_event(EventHandle e, StreamView s) override { inner.record_event(e, s); }
-  void stream_wait_event(StreamView s, EventHandle e) override { inner.stream_wait_event(s, e); }
-  bool event_ready(EventHandle e) override { return inner.event_ready(e); }
-  bool wait_event(EventHandle e, std::chrono::milliseconds t) override {
-    return inner.wait_event(e, t);
-  }
-  void synchronize(StreamView s) override { inner.synchronize(s); }
-  void copy_async(void*, const void*, std::size_t, StreamView) override {
-    throw Error(ErrorCategory::cuda, "cudaMemcpyAsync: cudaErrorIllegalAddress (injected)");
-  }
-  void copy_batch_async(std::span<const CopyOp> c, StreamView s) override {
-    inner.copy_batch_async(c, s);
-  }
-  void scatter_async(const TransferDescriptor* t, std::size_t n, const std::byte* staging,
-                     StreamView s) override {
-    inner.scatter_async(t, n, staging, s);
-  }
-  void gather_async(const TransferDescriptor* t, std::size_t n, std::byte* staging,
-                    StreamView s) override {
-    inner.gather_async(t, n, staging, s);
-  }
-  void read_device(void* d, const void* s, std::size_t b) override { inner.read_device(d, s, b); }
-  GraphHandle create_tick_graph(std::size_t n,
-                                const std::function<void(StreamView)>& work) override {
-    return inner.create_tick_graph(n, work);
-  }
-  void destroy_tick_graph(GraphHandle g) noexcept override { inner.destroy_tick_graph(g); }
-  void launch_tick_graph(GraphHandle g, std::size_t i, const TickTransfers& t,
-                         StreamView s) override {
-    inner.launch_tick_graph(g, i, t, s);
-  }
-  bool is_capturing(StreamView s) override { return inner.is_capturing(s); }
-
-  HostBackend inner;
-};
-
+// The first copy fails as a sticky CUDA error would (test_fault_injection fails every call).
 TEST_F(CoordinatorTest, ABackendFailureLeavesTheCoordinatorFailed) {
-  FailingCopies failing;
+  HostBackend inner;
+  testing::FaultInjectingBackend failing(inner);
+  failing.arm(testing::FaultSite::copy, 1, testing::FaultMode::sticky);
   Coordinator c(small_coordinator_config(2), failing);
   c.begin_frame();
   auto span = c.frame_alloc<int>(8);
