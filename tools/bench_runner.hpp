@@ -90,8 +90,10 @@ struct StrategyResult {
 /// the host generating and writing frame N+1 while frame N is in flight, `buffering` slots.
 struct PipelinedResult {
   std::uint32_t frames = 0;
-  double period_us = 0;     ///< wall time per frame, the host's work included
-  double host_fill_us = 0;  ///< median time the host spent generating and writing a frame
+  double period_us = 0;  ///< wall time per frame, the host's work included
+  /// Median time the host spent writing a frame through framestage's calls, from arrays it
+  /// already holds (begin_frame to the last call; the bench's byte generator is not in it).
+  double host_write_us = 0;
   double gbps = 0;
   bool contents_ok = false;
 };

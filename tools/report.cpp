@@ -99,7 +99,7 @@ json to_json(const BenchReport& report) {
       const PipelinedResult& p = *workload.pipelined;
       w["pipelined"] = {{"frames", p.frames},
                         {"period_us", p.period_us},
-                        {"host_fill_us", p.host_fill_us},
+                        {"host_write_us", p.host_write_us},
                         {"gbps", p.gbps},
                         {"contents_ok", p.contents_ok}};
     } else {
@@ -227,8 +227,9 @@ void print_workload(std::FILE* out, const WorkloadResult& workload) {
     const PipelinedResult& p = *workload.pipelined;
     std::fprintf(out,
                  "  pipelined: %.1f us per frame, %.2f GB/s: %u frames back to back over %u "
-                 "slots, the host's work included (%.1f us of it); contents %s\n",
-                 p.period_us, p.gbps, p.frames, workload.spec.buffering, p.host_fill_us,
+                 "slots, the host writing each from arrays it holds (%.1f us of it); "
+                 "contents %s\n",
+                 p.period_us, p.gbps, p.frames, workload.spec.buffering, p.host_write_us,
                  p.contents_ok ? "ok" : "MISMATCH");
   }
 }

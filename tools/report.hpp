@@ -39,7 +39,7 @@ struct BenchReport {
 /// - `options`: {`strategies`, `frames`, `max_seconds_per_strategy`, `pipelined`}
 /// - `workloads`: one object each: `name`, `spec` (the workload JSON, every key),
 ///   `payload_bytes_per_frame`, `destination_bytes`, `mean_item_bytes`, `contents_ok`,
-///   `pipelined` (null or {`frames`, `period_us`, `host_fill_us`, `gbps`, `contents_ok`}) and
+///   `pipelined` (null or {`frames`, `period_us`, `host_write_us`, `gbps`, `contents_ok`}) and
 ///   `results`: one object per strategy: `strategy`, `description`, `skipped` (null or why),
 ///   `frames`, `warmup_frames`, `median_us`, `p95_us`, `mean_us`, `min_us`, `max_us`,
 ///   `host_median_us`, `gbps`, `x_ceiling`, `x_framestage` (null where that row did not run),
