@@ -227,9 +227,10 @@ void print_workload(std::FILE* out, const WorkloadResult& workload) {
     const PipelinedResult& p = *workload.pipelined;
     std::fprintf(out,
                  "  pipelined: %.1f us per frame, %.2f GB/s: %u frames back to back over %u "
-                 "slots, the host writing each from arrays it holds (%.1f us of it); "
-                 "contents %s\n",
+                 "slots, the host writing each from arrays it holds (%.1f us of it, %.1f ns an "
+                 "item); contents %s\n",
                  p.period_us, p.gbps, p.frames, workload.spec.buffering, p.host_write_us,
+                 1e3 * p.host_write_us / static_cast<double>(workload.spec.items_per_frame),
                  p.contents_ok ? "ok" : "MISMATCH");
   }
 }
