@@ -122,10 +122,6 @@ struct CudaTickGraph {
 
 constexpr std::size_t kPlaceholderBytes = 256;
 
-bool same_copy(const CopyOp& a, const CopyOp& b) {
-  return a.dst == b.dst && a.src == b.src && a.bytes == b.bytes;
-}
-
 /// Captures what `work` enqueues on a fresh stream of `device` into `graph`, after `after`
 /// (cudaStreamBeginCaptureToGraph, so the work may hold any node a stream capture makes). The
 /// capture is thread-local: calls from this thread that a capture cannot hold fail and
@@ -508,34 +504,28 @@ void CudaBackend::launch_tick_graph(GraphHandle graph, std::size_t instance, con
     in.enabled[node] = on;
   };
   const auto set_copy = [&](Node node, const CopyOp& now, const CopyOp& before) {
-    if (now.bytes > 0 && (stale || !same_copy(now, before))) {
+    if (now.bytes > 0 && (stale || now != before)) {
       FRAMESTAGE_CUDA_TRY(cudaGraphExecMemcpyNodeSetParams1D(
           in.exec, g.nodes[node], now.dst, now.src, now.bytes, cudaMemcpyDefault));
     }
     enable(node, now.bytes > 0);
   };
-  const auto set_kernel = [&](Node node, bool gather, const TransferDescriptor* table,
-                              std::size_t count, const std::byte* staging,
-                              const TransferDescriptor* table_before, std::size_t count_before,
-                              const std::byte* staging_before) {
-    if (count > 0 &&
-        (stale || table != table_before || count != count_before || staging != staging_before)) {
+  const auto set_kernel = [&](Node node, bool gather, const TransferTable& now,
+                              const TransferTable& before) {
+    if (now.count > 0 && (stale || now != before)) {
       detail::TransferNodeArgs args;
-      // The scatter only reads staging; one parameter block serves both directions.
       const cudaKernelNodeParams params =
-          detail::transfer_node_params(gather, table, count, const_cast<std::byte*>(staging), args);
+          detail::transfer_node_params(gather, now.table, now.count, now.staging, args);
       FRAMESTAGE_CUDA_TRY(cudaGraphExecKernelNodeSetParams(in.exec, g.nodes[node], &params));
     }
-    enable(node, count > 0);
+    enable(node, now.count > 0);
   };
   const TickTransfers& was = in.set;
   set_copy(Node::readback_table, t.readback_table, was.readback_table);
-  set_kernel(Node::gather, true, t.gather_table, t.gather_count, t.gather_staging, was.gather_table,
-             was.gather_count, was.gather_staging);
+  set_kernel(Node::gather, true, t.gather, was.gather);
   set_copy(Node::readback_copy, t.readback_copy, was.readback_copy);
   set_copy(Node::upload_copy, t.upload_copy, was.upload_copy);
-  set_kernel(Node::scatter, false, t.scatter_table, t.scatter_count, t.scatter_staging,
-             was.scatter_table, was.scatter_count, was.scatter_staging);
+  set_kernel(Node::scatter, false, t.scatter, was.scatter);
   in.set = t;
   in.stale = false;
   FRAMESTAGE_CUDA_TRY(cudaGraphLaunch(in.exec, cuda_stream(stream)));

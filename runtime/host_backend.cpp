@@ -333,11 +333,11 @@ void HostBackend::launch_tick_graph(GraphHandle graph, std::size_t instance, con
     if (c.bytes > 0) copy_async(c.dst, c.src, c.bytes, stream);
   };
   copy(t.readback_table);
-  if (t.gather_count > 0) gather_async(t.gather_table, t.gather_count, t.gather_staging, stream);
+  if (t.gather.count > 0) gather_async(t.gather.table, t.gather.count, t.gather.staging, stream);
   copy(t.readback_copy);
   copy(t.upload_copy);
-  if (t.scatter_count > 0)
-    scatter_async(t.scatter_table, t.scatter_count, t.scatter_staging, stream);
+  if (t.scatter.count > 0)
+    scatter_async(t.scatter.table, t.scatter.count, t.scatter.staging, stream);
   for (const std::function<void()>& work : g->work)
     launch_host_task(stream, work);
 }

@@ -165,9 +165,8 @@ void Scheduler::submit_tick(std::uint32_t slot, std::uint64_t frame, const Trans
     const ScatterOp& op = plan.scatters.front();
     held_copies = op.after_copies;
     if (held_copies == 1) transfers.upload_copy = plan.staging_copies.front();
-    transfers.scatter_table = op.table;
-    transfers.scatter_count = op.count;
-    transfers.scatter_staging = op.staging;
+    // The scatter only reads its staging (TransferTable's pointer serves the gather too).
+    transfers.scatter = {op.table, op.count, const_cast<std::byte*>(op.staging)};
     held_scatters = 1;
   }
   residue.staging_copies.assign(plan.staging_copies.begin() + held_copies,
@@ -190,9 +189,7 @@ void Scheduler::submit_tick(std::uint32_t slot, std::uint64_t frame, const Trans
       readbacks.chunks.front().device_copies_end == 0) {
     const ReadbackChunk& chunk = readbacks.chunks.front();
     transfers.readback_table = chunk.table;
-    transfers.gather_table = chunk.gather.table;
-    transfers.gather_count = chunk.gather.count;
-    transfers.gather_staging = chunk.gather.staging;
+    transfers.gather = chunk.gather;
     transfers.readback_copy = chunk.back;
     held_chunks = 1;
   }

@@ -388,7 +388,7 @@ class WorkloadBench {
     // The producer copies from arrays it already holds, as a simulation does: two frames'
     // contents made before the clock starts, used in turn, so the generator is in no figure.
     std::array<std::vector<std::byte>, 2> held;
-    for (std::size_t k = 0; k < held.size(); ++k) {
+    for (std::uint32_t k = 0; k < held.size(); ++k) {
       held[k].resize(layout_.payload_bytes);
       fill_frame_bytes(held[k], tag(kRun, k));
     }

@@ -45,6 +45,17 @@ struct CopyOp {
   void* dst;
   const void* src;
   std::size_t bytes;
+  friend bool operator==(const CopyOp&, const CopyOp&) = default;
+};
+
+/// @brief One scatter or gather launch: the `count` descriptors at `table`, with payloads
+/// relative to `staging` (see Backend::scatter_async and gather_async). A scatter only reads
+/// `staging`; a gather writes it.
+struct TransferTable {
+  const TransferDescriptor* table = nullptr;
+  std::size_t count = 0;
+  std::byte* staging = nullptr;
+  friend bool operator==(const TransferTable&, const TransferTable&) = default;
 };
 
 /// @brief What the fixed transfer nodes of a tick graph do on one launch (see
@@ -53,15 +64,11 @@ struct CopyOp {
 /// and payloads to the device, the scatter (after the gather). A copy of 0 bytes, or a table of 0
 /// entries, does nothing that launch.
 struct TickTransfers {
-  CopyOp readback_table{};                           ///< pinned -> device
-  const TransferDescriptor* gather_table = nullptr;  ///< device
-  std::size_t gather_count = 0;
-  std::byte* gather_staging = nullptr;                ///< device
-  CopyOp readback_copy{};                             ///< device -> pinned
-  CopyOp upload_copy{};                               ///< pinned -> device
-  const TransferDescriptor* scatter_table = nullptr;  ///< device or mapped pinned memory
-  std::size_t scatter_count = 0;
-  const std::byte* scatter_staging = nullptr;  ///< device or mapped pinned memory
+  CopyOp readback_table{};  ///< pinned -> device
+  TransferTable gather{};   ///< device
+  CopyOp readback_copy{};   ///< device -> pinned
+  CopyOp upload_copy{};     ///< pinned -> device
+  TransferTable scatter{};  ///< device, or mapped pinned memory (zero-copy)
 };
 
 /// @brief What a backend can tell of an address that its kernels and copies are to use.

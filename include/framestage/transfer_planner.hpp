@@ -70,11 +70,7 @@ struct TransferPlan {
 
 /// @brief One gather launch over `count` descriptors at `table` (device staging), writing
 /// payloads relative to `staging` (device staging).
-struct GatherOp {
-  const TransferDescriptor* table;
-  std::size_t count;
-  std::byte* staging;
-};
+using GatherOp = TransferTable;
 
 /// @brief A frame's readbacks, in chunks so that the copy back of one overlaps the gather of
 /// the next. Per chunk, on the consumer stream: `table` to the device, the gather of its small

@@ -1,9 +1,25 @@
 ! The Fortran module on the host backend: a real(c_double) array staged in place in pinned
 ! memory, another uploaded into a device buffer, both read back with the next frame and compared
-! exactly; then a misused call, its status and message.
+! exactly; then a tick graph's frame, and a misused call, its status and message.
+
+! A tick's work (framestage_tick_work): counts its calls in user_data. In a module, not inside
+! the program: passing an internal procedure's address needs a trampoline, an executable stack.
+module tick_work
+  use, intrinsic :: iso_c_binding
+  implicit none
+contains
+  subroutine count_capture(stream, user_data) bind(c)
+    type(c_ptr), value :: stream, user_data
+    integer(c_int), pointer :: count
+    call c_f_pointer(user_data, count)
+    if (c_associated(stream)) count = count + 1
+  end subroutine count_capture
+end module tick_work
+
 program test_fortran
   use, intrinsic :: iso_c_binding
   use framestage
+  use tick_work
   implicit none
 
   integer, parameter :: n = 1000
@@ -99,14 +115,6 @@ program test_fortran
   print '(a)', 'test_fortran: all checks passed'
 
 contains
-
-  ! A tick's work (framestage_tick_work): counts its calls in user_data.
-  subroutine count_capture(stream, user_data) bind(c)
-    type(c_ptr), value :: stream, user_data
-    integer(c_int), pointer :: count
-    call c_f_pointer(user_data, count)
-    if (c_associated(stream)) count = count + 1
-  end subroutine count_capture
 
   ! Byte for byte: what was written is what comes back.
   logical function same_bits(a, b)
